@@ -1,0 +1,320 @@
+/**
+ * GPT-2's non-GEMM layers as forward/backward pairs over explicit row-major buffers (llm.c style).
+ * Accumulation is in float64 where it sums over a row, which keeps us within ~1e-6 of PyTorch's float32.
+ */
+
+export interface LayerNormSaved {
+  /** (x - mean) / scale, [T, d] */
+  normalized: Float32Array;
+  /** sqrt(var + eps), [T] */
+  scale: Float32Array;
+}
+
+export function layerNormForward(
+  x: Float32Array,
+  gain: Float32Array,
+  bias: Float32Array,
+  rows: number,
+  dim: number,
+  eps: number,
+): { out: Float32Array; saved: LayerNormSaved } {
+  const out = new Float32Array(rows * dim);
+  const normalized = new Float32Array(rows * dim);
+  const scale = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    let sum = 0;
+    for (let i = 0; i < dim; i++) sum += x[o + i];
+    const mean = sum / dim;
+    let sq = 0;
+    for (let i = 0; i < dim; i++) {
+      const c = x[o + i] - mean;
+      sq += c * c;
+    }
+    const s = Math.sqrt(sq / dim + eps);
+    scale[r] = s;
+    for (let i = 0; i < dim; i++) {
+      const n = (x[o + i] - mean) / s;
+      normalized[o + i] = n;
+      out[o + i] = n * gain[i] + bias[i];
+    }
+  }
+  return { out, saved: { normalized, scale } };
+}
+
+/**
+ * dx from dy. With detachScale the scale sqrt(var + eps) is a constant (TDB's "ln scale detached"), so only
+ * the mean subtraction is differentiated.
+ */
+export function layerNormBackward(
+  dy: Float32Array,
+  gain: Float32Array,
+  saved: LayerNormSaved,
+  rows: number,
+  dim: number,
+  detachScale: boolean,
+): Float32Array {
+  const dx = new Float32Array(rows * dim);
+  const { normalized, scale } = saved;
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    let meanD = 0;
+    let meanDN = 0;
+    for (let i = 0; i < dim; i++) {
+      const dn = dy[o + i] * gain[i];
+      meanD += dn;
+      meanDN += dn * normalized[o + i];
+    }
+    meanD /= dim;
+    meanDN = detachScale ? 0 : meanDN / dim;
+    const inv = 1 / scale[r];
+    for (let i = 0; i < dim; i++) {
+      const dn = dy[o + i] * gain[i];
+      dx[o + i] = (dn - meanD - normalized[o + i] * meanDN) * inv;
+    }
+  }
+  return dx;
+}
+
+export type Activation = "gelu_new" | "gelu" | "relu";
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+export function activationForward(kind: Activation, x: Float32Array): Float32Array {
+  const y = new Float32Array(x.length);
+  switch (kind) {
+    case "gelu_new":
+      for (let i = 0; i < x.length; i++) {
+        const v = x[i];
+        y[i] = 0.5 * v * (1 + Math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
+      }
+      break;
+    case "gelu":
+      for (let i = 0; i < x.length; i++) y[i] = 0.5 * x[i] * (1 + erf(x[i] / Math.SQRT2));
+      break;
+    case "relu":
+      for (let i = 0; i < x.length; i++) y[i] = Math.max(x[i], 0);
+      break;
+  }
+  return y;
+}
+
+/** dx = dy · f'(x), written into a new array. */
+export function activationBackward(kind: Activation, x: Float32Array, dy: Float32Array): Float32Array {
+  const dx = new Float32Array(x.length);
+  switch (kind) {
+    case "gelu_new":
+      for (let i = 0; i < x.length; i++) {
+        const v = x[i];
+        const t = Math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v));
+        const dInner = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * v * v);
+        dx[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner);
+      }
+      break;
+    case "gelu":
+      for (let i = 0; i < x.length; i++) {
+        const v = x[i];
+        const cdf = 0.5 * (1 + erf(v / Math.SQRT2));
+        const pdf = Math.exp(-0.5 * v * v) / Math.sqrt(2 * Math.PI);
+        dx[i] = dy[i] * (cdf + v * pdf);
+      }
+      break;
+    case "relu":
+      for (let i = 0; i < x.length; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
+      break;
+  }
+  return dx;
+}
+
+/** erf with ~1e-15 relative error (series for small |x|, continued fraction complement otherwise). */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 2.5) {
+    // Maclaurin series: converges fast enough here and is exact to double precision.
+    let term = ax;
+    let sum = ax;
+    const x2 = ax * ax;
+    for (let n = 1; n < 60; n++) {
+      term *= -x2 / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    const r = (2 / Math.sqrt(Math.PI)) * sum;
+    return x < 0 ? -r : r;
+  }
+  // erfc by Lentz's continued fraction.
+  let f = ax;
+  let c = ax;
+  let d = 0;
+  for (let n = 1; n < 200; n++) {
+    const an = n / 2;
+    d = ax + an * d;
+    d = d === 0 ? 1e-300 : 1 / d;
+    c = ax + an / c;
+    const delta = c * d;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
+  return x < 0 ? erfc - 1 : 1 - erfc;
+}
+
+export interface AttentionShape {
+  tokens: number;
+  heads: number;
+  headDim: number;
+}
+
+/**
+ * Causal attention logits S[t,u,h] = q[t,h]·k[u,h] for u ≤ t, -Infinity above the diagonal.
+ * q, k, v are [T, H, Dh]; the result is TDB's [query, key, head] layout.
+ */
+export function attentionLogits(q: Float32Array, k: Float32Array, shape: AttentionShape): Float32Array {
+  const { tokens: T, heads: H, headDim: Dh } = shape;
+  const d = H * Dh;
+  const s = new Float32Array(T * T * H).fill(Number.NEGATIVE_INFINITY);
+  for (let t = 0; t < T; t++) {
+    for (let u = 0; u <= t; u++) {
+      for (let h = 0; h < H; h++) {
+        const qo = t * d + h * Dh;
+        const ko = u * d + h * Dh;
+        let acc = 0;
+        for (let i = 0; i < Dh; i++) acc += q[qo + i] * k[ko + i];
+        s[(t * T + u) * H + h] = acc;
+      }
+    }
+  }
+  return s;
+}
+
+/** Softmax over keys u ≤ t for every (t, h). */
+export function attentionSoftmax(logits: Float32Array, shape: AttentionShape): Float32Array {
+  const { tokens: T, heads: H } = shape;
+  const p = new Float32Array(T * T * H);
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < H; h++) {
+      let max = Number.NEGATIVE_INFINITY;
+      for (let u = 0; u <= t; u++) max = Math.max(max, logits[(t * T + u) * H + h]);
+      let sum = 0;
+      for (let u = 0; u <= t; u++) sum += Math.exp(logits[(t * T + u) * H + h] - max);
+      for (let u = 0; u <= t; u++) {
+        const i = (t * T + u) * H + h;
+        p[i] = Math.exp(logits[i] - max) / sum;
+      }
+    }
+  }
+  return p;
+}
+
+/** vOut[t,h,:] = Σ_u P[t,u,h]·v[u,h,:]. */
+export function attentionMix(probs: Float32Array, v: Float32Array, shape: AttentionShape): Float32Array {
+  const { tokens: T, heads: H, headDim: Dh } = shape;
+  const d = H * Dh;
+  const out = new Float32Array(T * d);
+  for (let t = 0; t < T; t++) {
+    for (let u = 0; u <= t; u++) {
+      for (let h = 0; h < H; h++) {
+        const p = probs[(t * T + u) * H + h];
+        if (p === 0) continue;
+        const oo = t * d + h * Dh;
+        const vo = u * d + h * Dh;
+        for (let i = 0; i < Dh; i++) out[oo + i] += p * v[vo + i];
+      }
+    }
+  }
+  return out;
+}
+
+/** Backward of attentionMix: dP and dv from dvOut. */
+export function attentionMixBackward(
+  dOut: Float32Array,
+  probs: Float32Array,
+  v: Float32Array,
+  shape: AttentionShape,
+): { dProbs: Float32Array; dv: Float32Array } {
+  const { tokens: T, heads: H, headDim: Dh } = shape;
+  const d = H * Dh;
+  const dProbs = new Float32Array(T * T * H);
+  const dv = new Float32Array(T * d);
+  for (let t = 0; t < T; t++) {
+    for (let u = 0; u <= t; u++) {
+      for (let h = 0; h < H; h++) {
+        const oo = t * d + h * Dh;
+        const vo = u * d + h * Dh;
+        const p = probs[(t * T + u) * H + h];
+        let acc = 0;
+        for (let i = 0; i < Dh; i++) {
+          acc += dOut[oo + i] * v[vo + i];
+          dv[vo + i] += p * dOut[oo + i];
+        }
+        dProbs[(t * T + u) * H + h] = acc;
+      }
+    }
+  }
+  return { dProbs, dv };
+}
+
+/** Softmax backward: dS = P ⊙ (dP − Σ_u P·dP), over the causal part. */
+export function attentionSoftmaxBackward(
+  dProbs: Float32Array,
+  probs: Float32Array,
+  shape: AttentionShape,
+): Float32Array {
+  const { tokens: T, heads: H } = shape;
+  const dLogits = new Float32Array(T * T * H);
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < H; h++) {
+      let dot = 0;
+      for (let u = 0; u <= t; u++) {
+        const i = (t * T + u) * H + h;
+        dot += probs[i] * dProbs[i];
+      }
+      for (let u = 0; u <= t; u++) {
+        const i = (t * T + u) * H + h;
+        dLogits[i] = probs[i] * (dProbs[i] - dot);
+      }
+    }
+  }
+  return dLogits;
+}
+
+/** Backward of attentionLogits: dq and dk from dS. */
+export function attentionLogitsBackward(
+  dLogits: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  shape: AttentionShape,
+): { dq: Float32Array; dk: Float32Array } {
+  const { tokens: T, heads: H, headDim: Dh } = shape;
+  const d = H * Dh;
+  const dq = new Float32Array(T * d);
+  const dk = new Float32Array(T * d);
+  for (let t = 0; t < T; t++) {
+    for (let u = 0; u <= t; u++) {
+      for (let h = 0; h < H; h++) {
+        const g = dLogits[(t * T + u) * H + h];
+        if (g === 0) continue;
+        const qo = t * d + h * Dh;
+        const ko = u * d + h * Dh;
+        for (let i = 0; i < Dh; i++) {
+          dq[qo + i] += g * k[ko + i];
+          dk[ko + i] += g * q[qo + i];
+        }
+      }
+    }
+  }
+  return { dq, dk };
+}
+
+export function addInto(target: Float32Array, source: Float32Array): Float32Array {
+  for (let i = 0; i < target.length; i++) target[i] += source[i];
+  return target;
+}
+
+export function addBiasRows(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    for (let i = 0; i < dim; i++) x[o + i] += bias[i];
+  }
+}
