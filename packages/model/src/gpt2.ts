@@ -94,7 +94,7 @@ interface SavedLayer {
 interface SavedForward {
   layers: SavedLayer[];
   lnF: LayerNormSaved;
-  edits: Map<string, HookEdit>;
+  edits: Map<string, HookEdit[]>;
 }
 
 /** A gradient to inject: dL/d(value at the site), added to whatever flows there. */
@@ -115,9 +115,19 @@ export interface DetachSpec {
   attention?: readonly { layer: number; q?: boolean; k?: boolean; v?: boolean }[];
 }
 
+export interface BackwardOptions {
+  /**
+   * Run one block alone (its seeds only, nothing from above) and return the gradient at the block's input
+   * residual: TDB's "reconstituted" scalars of a traced node are differentiated this way.
+   */
+  block?: { layer: number; kind: "attention" | "mlp" };
+}
+
 export interface BackwardResult {
-  /** dL/d(value after edits) at every hook point reached, keyed by hookKey(point, layer). */
+  /** dL/d(value) at every hook point reached, keyed by hookKey(point, layer) (value before late edits). */
   gradients: Map<string, Float32Array>;
+  /** With options.block: the gradient at that block's input residual (null when nothing flowed). */
+  blockInputGradient?: Float32Array | null;
 }
 
 export class Gpt2Model {
@@ -215,31 +225,35 @@ export class Gpt2Model {
     const hooks = options.hooks ?? [];
     const keep = options.cache ?? true;
     const activations = new Map<string, Float32Array>();
-    const edits = new Map<string, HookEdit>();
+    const edits = new Map<string, HookEdit[]>();
     const H = this.config.nHead;
     const Dh = this.headDim;
     const shape: AttentionShape = { tokens: T, heads: H, headDim: Dh };
 
-    // Every value passes through here: hooks may replace it, and the cache keeps the result.
+    // Every value passes through here: hooks may replace it, and the cache keeps it (before late edits).
     const site = (point: HookPoint, layer: number | null, value: Float32Array, dims: readonly number[]) => {
       let current = value;
+      let cached = value;
       if (hooks.length > 0) {
         const s: HookSite = { point, layer, shape: dims };
+        let late = false;
+        const applied: HookEdit[] = [];
         for (const hook of hooks) {
           const edit = hook(current, s);
-          if (edit) {
-            if (edit.value.length !== current.length) {
-              throw new RangeError(
-                `hook at ${hookKey(point, layer)} returned ${edit.value.length} values, expected ${current.length}`,
-              );
-            }
-            const previous = edits.get(hookKey(point, layer));
-            edits.set(hookKey(point, layer), previous ? chainEdits(previous, edit) : edit);
-            current = edit.value;
+          if (!edit) continue;
+          if (edit.value.length !== current.length) {
+            throw new RangeError(
+              `hook at ${hookKey(point, layer)} returned ${edit.value.length} values, expected ${current.length}`,
+            );
           }
+          late ||= edit.late === true;
+          applied.push(late ? { ...edit, late: true } : edit);
+          current = edit.value;
+          if (!late) cached = current;
         }
+        if (applied.length > 0) edits.set(hookKey(point, layer), applied);
       }
-      if (keep) activations.set(hookKey(point, layer), current);
+      if (keep) activations.set(hookKey(point, layer), cached);
       return current;
     };
 
@@ -251,7 +265,7 @@ export class Gpt2Model {
     };
 
     const w = this.weights;
-    let x = new Float32Array(T * d);
+    let x: Float32Array = new Float32Array(T * d);
     for (let t = 0; t < T; t++) {
       const te = tokens[t] * d;
       const pe = t * d;
@@ -270,9 +284,9 @@ export class Gpt2Model {
       this.gemm.nn(h1, lw.qkvWeight, qkv, T, d, 3 * d);
       addBiasRows(qkv, lw.qkvBias, T, 3 * d);
       const c = this.qkScale(l);
-      let q = new Float32Array(T * d);
-      let k = new Float32Array(T * d);
-      let v = new Float32Array(T * d);
+      let q: Float32Array = new Float32Array(T * d);
+      let k: Float32Array = new Float32Array(T * d);
+      let v: Float32Array = new Float32Array(T * d);
       for (let t = 0; t < T; t++) {
         const o = t * 3 * d;
         for (let i = 0; i < d; i++) {
@@ -287,7 +301,7 @@ export class Gpt2Model {
       const logits = site("attn.qk_logits", l, attentionLogits(q, k, shape), [T, T, H]);
       const probs = site("attn.qk_probs", l, attentionSoftmax(logits, shape), [T, T, H]);
       const vOut = site("attn.v_out", l, attentionMix(probs, v, shape), [T, H, Dh]);
-      let deltaAttn = new Float32Array(T * d);
+      let deltaAttn: Float32Array = new Float32Array(T * d);
       this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, T, d, d);
       addBiasRows(deltaAttn, lw.attnOutBias, T, d);
       deltaAttn = site("resid.delta_attn", l, deltaAttn, [T, d]);
@@ -297,12 +311,12 @@ export class Gpt2Model {
       const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, T, d, eps);
       readOnlySite("mlp_ln.scale", l, ln2.saved.scale);
       const h2 = site("resid.post_mlp_ln", l, ln2.out, [T, d]);
-      let pre = new Float32Array(T * F);
+      let pre: Float32Array = new Float32Array(T * F);
       this.gemm.nn(h2, lw.fcWeight, pre, T, d, F);
       addBiasRows(pre, lw.fcBias, T, F);
       pre = site("mlp.pre_act", l, pre, [T, F]);
       const post = site("mlp.post_act", l, activationForward(this.activation, pre), [T, F]);
-      let deltaMlp = new Float32Array(T * d);
+      let deltaMlp: Float32Array = new Float32Array(T * d);
       this.gemm.nn(post, lw.projWeight, deltaMlp, T, F, d);
       addBiasRows(deltaMlp, lw.projBias, T, d);
       deltaMlp = site("resid.delta_mlp", l, deltaMlp, [T, d]);
@@ -319,7 +333,7 @@ export class Gpt2Model {
         throw new RangeError(`logit row ${r} is outside [0, ${T})`);
     }
     const rowsIn = gatherRows(hF, logitRows, d);
-    let logits = new Float32Array(logitRows.length * V);
+    let logits: Float32Array = new Float32Array(logitRows.length * V);
     this.gemm.nt(rowsIn, w.unembedding, logits, logitRows.length, d, V);
     logits = site("logits", null, logits, [logitRows.length, V]);
 
@@ -337,7 +351,12 @@ export class Gpt2Model {
    * activation gradients). Gradients recorded at a site are with respect to the value after forward edits;
    * an edit's backward then maps them to the value before the edit.
    */
-  backward(forward: ForwardResult, seeds: readonly GradientSeed[], detach: DetachSpec = {}): BackwardResult {
+  backward(
+    forward: ForwardResult,
+    seeds: readonly GradientSeed[],
+    detach: DetachSpec = {},
+    options: BackwardOptions = {},
+  ): BackwardResult {
     const saved = forward.saved;
     if (!saved) throw new Error("backward needs a forward pass run with cache enabled");
     const { nLayer, nEmbd: d, nInner: F, vocabSize: V } = this.config;
@@ -369,11 +388,17 @@ export class Gpt2Model {
     );
     const attnDetach = new Map((detach.attention ?? []).map((a) => [a.layer, a]));
 
-    // Adds seeds, records the gradient at the site, then maps it through the site's forward edit.
+    // Maps the incoming gradient through late edits, adds seeds, records it, then maps it through the rest.
     const site = (point: HookPoint, layer: number | null, grad: Float32Array | null, size: number) => {
       const key = hookKey(point, layer);
-      const extra = seedsByKey.get(key);
+      const siteEdits = saved.edits.get(key) ?? [];
       let g = grad;
+      let i = siteEdits.length - 1;
+      for (; i >= 0 && siteEdits[i].late; i--) {
+        const back = siteEdits[i].backward;
+        if (g && back) g = back(g);
+      }
+      const extra = seedsByKey.get(key);
       if (extra) {
         g = g ? Float32Array.from(g) : new Float32Array(size);
         for (const s of extra) {
@@ -384,8 +409,11 @@ export class Gpt2Model {
       }
       if (!g) return null;
       gradients.set(key, g);
-      const edit = saved.edits.get(key);
-      return edit?.backward ? edit.backward(g) : g;
+      for (; i >= 0; i--) {
+        const back = siteEdits[i].backward;
+        if (back) g = back(g);
+      }
+      return g;
     };
     const act = (point: HookPoint, layer: number | null): Float32Array => {
       const a = acts.get(hookKey(point, layer));
@@ -404,10 +432,9 @@ export class Gpt2Model {
     const dh = site("resid.post_ln_f", null, dhF, T * d);
     if (dh) dx = layerNormBackward(dh, w.lnFGain, saved.lnF, T, d, scaleDetached.has("resid.ln_f.scale"));
 
-    for (let l = nLayer - 1; l >= 0; l--) {
-      if (l > topLayer && dx === null) continue;
+    const mlpBlock = (l: number, dxIn: Float32Array | null): Float32Array | null => {
       const lw = w.layers[l];
-      // MLP block.
+      let dx = dxIn;
       dx = site("resid.post_mlp", l, dx, T * d);
       const dDeltaMlp = site("resid.delta_mlp", l, dx ? Float32Array.from(dx) : null, T * d);
       let dPost: Float32Array | null = null;
@@ -438,7 +465,12 @@ export class Gpt2Model {
         dx = dx ? addInto(Float32Array.from(dx), dLn) : dLn;
       }
 
-      // Attention block.
+      return dx;
+    };
+
+    const attentionBlock = (l: number, dxIn: Float32Array | null): Float32Array | null => {
+      const lw = w.layers[l];
+      let dx = dxIn;
       dx = site("resid.post_attn", l, dx, T * d);
       const dDeltaAttn = site("resid.delta_attn", l, dx ? Float32Array.from(dx) : null, T * d);
       let dvOut: Float32Array | null = null;
@@ -498,6 +530,17 @@ export class Gpt2Model {
         );
         dx = dx ? addInto(Float32Array.from(dx), dLn) : dLn;
       }
+      return dx;
+    };
+
+    if (options.block) {
+      const { layer, kind } = options.block;
+      const input = kind === "mlp" ? mlpBlock(layer, null) : attentionBlock(layer, null);
+      return { gradients, blockInputGradient: input };
+    }
+    for (let l = nLayer - 1; l >= 0; l--) {
+      if (l > topLayer && dx === null) continue;
+      dx = attentionBlock(l, mlpBlock(l, dx));
     }
     site("resid.post_emb", null, dx, T * d);
     return { gradients };
@@ -552,15 +595,4 @@ function unembedBackward(
   rows.forEach((row, r) => {
     for (let i = 0; i < d; i++) dh[row * d + i] += dense[r * d + i];
   });
-}
-
-/** Composes two edits at one site: the later edit's backward runs first. */
-function chainEdits(first: HookEdit, second: HookEdit): HookEdit {
-  return {
-    value: second.value,
-    backward: (g) => {
-      const mid = second.backward ? second.backward(g) : g;
-      return first.backward ? first.backward(mid) : mid;
-    },
-  };
 }

@@ -50,6 +50,12 @@ export interface HookSite {
 export interface HookEdit {
   value: Float32Array;
   backward?: (gradOfReplacement: Float32Array) => Float32Array;
+  /**
+   * A "late" edit (TDB's fwd2 stage, where autoencoders are spliced in) happens after the site's value is
+   * cached and after the point where its gradient is recorded: the cache and the recorded gradient refer to
+   * the value before it. Once a site has a late edit, the edits after it are late too.
+   */
+  late?: boolean;
 }
 
 /** Called at every hook site in order; return an edit to replace the value, or nothing to leave it. */
