@@ -370,6 +370,13 @@ describe("Gpt2Tokenizer.fromTokenizerJson", () => {
   });
 });
 
+interface TokenizerJsonShape {
+  added_tokens: unknown[];
+  normalizer: unknown;
+  pre_tokenizer: Record<string, unknown>;
+  model: Record<string, unknown>;
+}
+
 describe("Gpt2Tokenizer errors", () => {
   it("rejects malformed vocab.json", () => {
     expect(() => Gpt2Tokenizer.fromVocabAndMerges("{not json", mergesTxt)).toThrow(
@@ -399,14 +406,14 @@ describe("Gpt2Tokenizer errors", () => {
   });
 
   it("rejects malformed tokenizer.json", () => {
-    const base = {
+    const base: TokenizerJsonShape = {
       added_tokens: [],
       normalizer: null,
       pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
       model: { type: "BPE", vocab: { a: 0, b: 1, ab: 2 }, merges: ["a b"] },
-    } as Record<string, Record<string, unknown>>;
+    };
     expect(Gpt2Tokenizer.fromTokenizerJson(JSON.stringify(base)).encode("abba")).toEqual([2, 1, 0]);
-    const variant = (edit: (json: Record<string, Record<string, unknown>>) => void): string => {
+    const variant = (edit: (json: TokenizerJsonShape) => void): string => {
       const copy = structuredClone(base);
       edit(copy);
       return JSON.stringify(copy);
