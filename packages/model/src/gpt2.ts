@@ -120,7 +120,7 @@ export interface BackwardOptions {
    * Run one block alone (its seeds only, nothing from above) and return the gradient at the block's input
    * residual: TDB's "reconstituted" scalars of a traced node are differentiated this way.
    */
-  block?: { layer: number; kind: "attention" | "mlp" };
+  block?: { layer: number; kind: "attention" | "mlp" } | { kind: "unembedding" };
 }
 
 export interface BackwardResult {
@@ -431,6 +431,7 @@ export class Gpt2Model {
     }
     const dh = site("resid.post_ln_f", null, dhF, T * d);
     if (dh) dx = layerNormBackward(dh, w.lnFGain, saved.lnF, T, d, scaleDetached.has("resid.ln_f.scale"));
+    if (options.block?.kind === "unembedding") return { gradients, blockInputGradient: dx };
 
     const mlpBlock = (l: number, dxIn: Float32Array | null): Float32Array | null => {
       const lw = w.layers[l];
