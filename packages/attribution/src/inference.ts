@@ -11,7 +11,6 @@ import {
   type ForwardResult,
   type Gpt2Model,
   type GradientSeed,
-  type HookEdit,
   type HookPoint,
   hookKey,
   type SparseAutoencoder,

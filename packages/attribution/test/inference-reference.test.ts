@@ -54,7 +54,7 @@ describe("TDB inference vs PyTorch autograd (reference.json)", () => {
   it("gradients at MLP post-activations and attention probabilities (ln_f scale detached)", () => {
     for (let l = 0; l < model.config.nLayer; l++) {
       const g = run.gradients.get(hookKey("mlp.post_act", l))!;
-      flat(ref.grad.tdb.mlpPostAct[l]).forEach((v, i) => close(g[i], v, `mlp grad L${l}[${i}]`));
+      for (const [i, v] of flat(ref.grad.tdb.mlpPostAct[l]).entries()) close(g[i], v, `mlp grad L${l}[${i}]`);
       const gp = run.gradients.get(hookKey("attn.qk_probs", l))!;
       for (let h = 0; h < H; h++)
         for (let t = 0; t < T; t++)
@@ -144,7 +144,8 @@ describe("TDB inference vs PyTorch autograd (reference.json)", () => {
       c.actTimesGrad.mlpPostAct.forEach((layer, l) => {
         const act = r.forward.activations.get(hookKey("mlp.post_act", l))!;
         const g = r.gradients.get(hookKey("mlp.post_act", l)) ?? new Float32Array(T * F);
-        flat(layer).forEach((v, i) => close(act[i] * g[i], v, `${name} mlp act×grad L${l}[${i}]`));
+        for (const [i, v] of flat(layer).entries())
+          close(act[i] * g[i], v, `${name} mlp act×grad L${l}[${i}]`);
       });
       c.actTimesGrad.attnProbs.forEach((layer, l) => {
         const act = r.forward.activations.get(hookKey("attn.qk_probs", l))!;
