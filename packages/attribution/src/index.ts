@@ -1,1 +1,5 @@
 export * from "./inference.js";
+export * from "./least-common-tokens.js";
+// inference.ts declares the same union; the wire schema is the source of truth.
+export type { AttentionTraceType } from "./wire.js";
+export * from "./wire.js";
