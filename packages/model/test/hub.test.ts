@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ModelSourceError } from "../src/formats/errors.js";
 import { loadHfFolder } from "../src/node/hf-folder.js";
-import { type DownloadProgress, hubCacheDir, resolveModel } from "../src/node/hub.js";
+import { createProgressBar, type DownloadProgress, hubCacheDir, resolveModel } from "../src/node/hub.js";
 
 const fixtureDir = fileURLToPath(new URL("../../../../shared/fixtures/tiny-gpt2/", import.meta.url));
 const read = (name: string) => new Uint8Array(readFileSync(join(fixtureDir, name)));
@@ -463,5 +463,39 @@ describe("resolveModel on local paths and names", () => {
     } finally {
       process.env = saved;
     }
+  });
+});
+
+describe("createProgressBar", () => {
+  const fakeStream = (isTTY: boolean) => {
+    const writes: string[] = [];
+    const stream = { isTTY, write: (text: string) => writes.push(text) > 0 };
+    return { writes, stream: stream as unknown as NodeJS.WriteStream };
+  };
+  const step = (file: string, fileBytesDone: number, bytesDone: number): DownloadProgress => ({
+    file,
+    fileBytesDone,
+    fileBytesTotal: 2_000_000,
+    bytesDone,
+    bytesTotal: 4_000_000,
+  });
+
+  it("draws a bar on a terminal and ends the line when everything is done", () => {
+    const { writes, stream } = fakeStream(true);
+    const bar = createProgressBar(stream);
+    bar(step("a.bin", 1_000_000, 1_000_000));
+    bar(step("b.bin", 2_000_000, 4_000_000));
+    expect(writes[0]).toBe(`\r[########----------------------] 25.0% 1.0 MB/4.0 MB a.bin\x1b[K`);
+    expect(writes.at(-2)).toMatch(/^\r\[#{30}\] 100\.0% 4\.0 MB\/4\.0 MB b\.bin/);
+    expect(writes.at(-1)).toBe("\n");
+  });
+
+  it("prints one line per finished file elsewhere", () => {
+    const { writes, stream } = fakeStream(false);
+    const bar = createProgressBar(stream);
+    bar(step("a.bin", 1_000_000, 1_000_000));
+    bar(step("a.bin", 2_000_000, 2_000_000));
+    bar(step("a.bin", 2_000_000, 2_000_000));
+    expect(writes).toEqual(["downloaded a.bin (2.0 MB)\n"]);
   });
 });

@@ -207,6 +207,7 @@ class HubClient {
   /** HEAD the resolve URL; undefined when the file does not exist (404 EntryNotFound). */
   async head(file: string): Promise<RemoteFile | undefined> {
     let url = this.resolveUrl(file);
+    let firstCommit: string | undefined;
     for (let hop = 0; hop < 5; hop++) {
       let response: Response;
       try {
@@ -219,7 +220,9 @@ class HubClient {
       } catch (error) {
         throw new TransientError(`cannot reach ${url}: ${describe(error)}`);
       }
-      const commit = response.headers.get("x-repo-commit") ?? undefined;
+      // Redirect hops may carry the commit while the final answer does not, or the other way round.
+      const commit = response.headers.get("x-repo-commit") ?? firstCommit;
+      firstCommit = commit;
       const etag = cleanEtag(response.headers.get("x-linked-etag") ?? response.headers.get("etag"));
       const size = parseSize(response.headers.get("x-linked-size") ?? response.headers.get("content-length"));
       if (response.status >= 300 && response.status < 400) {
