@@ -1,3 +1,4 @@
+export * from "./derived.js";
 export * from "./inference.js";
 export * from "./least-common-tokens.js";
 // inference.ts declares the same union; the wire schema is the source of truth.

@@ -1,15 +1,121 @@
+import { parseArgs } from "node:util";
+import { generate } from "@tdb/model";
+import { createProgressBar, loadModel } from "@tdb/model/node";
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
 const USAGE = `usage: tdb <command> [options]
 
 commands:
   generate   --model DIR|NAME --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
-  serve      [--model DIR|NAME] [--port 8000]`;
+             Prints the prompt followed by its continuation (greedy unless --temperature > 0).
+  serve      [--model DIR|NAME] [--host 127.0.0.1] [--port 8000]
+             Starts TDB's activation server.
+
+A NAME is one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2 (downloaded once from the Hugging Face
+hub into $HF_HOME; HF_ENDPOINT is honoured). A DIR is a folder in Hugging Face layout.`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  generate: generateCommand,
+  serve: async (argv) => (await import("./serve.js")).serveCommand(argv),
+};
 
 export async function main(argv: string[]): Promise<number> {
-  const [command] = argv;
-  if (command === undefined || command === "--help" || command === "-h") {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
     console.log(USAGE);
     return command === undefined ? 2 : 0;
   }
-  console.error(`tdb: unknown command '${command}'\n${USAGE}`);
-  return 2;
+  const run = COMMANDS[command];
+  if (!run) {
+    console.error(`tdb: unknown command '${command}'\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await run(rest);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`tdb ${command}: ${message}\n\n${USAGE}`);
+      return 2;
+    }
+    console.error(`tdb ${command}: ${message}`);
+    return 1;
+  }
+}
+
+/** A finite number from a flag, or a usage error naming the flag. */
+export function numberFlag(
+  name: string,
+  value: string | undefined,
+  fallback: number,
+  integer = false,
+): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`--${name} expects ${integer ? "a whole number" : "a number"}, got '${value}'`);
+  }
+  return n;
+}
+
+async function generateCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" },
+      prompt: { type: "string" },
+      "max-tokens": { type: "string" },
+      temperature: { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+    },
+    strict: true,
+  });
+  if (!values.model) throw new UsageError("--model is required");
+  if (values.prompt === undefined) throw new UsageError("--prompt is required");
+  const maxNewTokens = numberFlag("max-tokens", values["max-tokens"], 20, true);
+  const temperature = numberFlag("temperature", values.temperature, 0);
+  const topP = numberFlag("top-p", values["top-p"], 1);
+  const seed = numberFlag("seed", values.seed, 0, true);
+  if (maxNewTokens < 0) throw new UsageError("--max-tokens must be ≥ 0");
+  if (temperature < 0) throw new UsageError("--temperature must be ≥ 0");
+  if (!(topP > 0 && topP <= 1)) throw new UsageError("--top-p must be in (0, 1]");
+
+  const { model, tokenizer } = await loadModel(values.model, { onProgress: createProgressBar() });
+  const prompt = tokenizer.encode(values.prompt);
+  if (prompt.length === 0) throw new UsageError("--prompt must not be empty");
+  const room = model.config.nPositions - prompt.length;
+  if (room < 0)
+    throw new UsageError(
+      `the prompt has ${prompt.length} tokens; the model's context is ${model.config.nPositions}`,
+    );
+  process.stdout.write(values.prompt);
+  // Decode incrementally so multi-byte characters split across tokens print correctly.
+  const produced: number[] = [];
+  let printed = "";
+  generate(model, prompt, {
+    maxNewTokens: Math.min(maxNewTokens, room),
+    temperature,
+    topP,
+    seed,
+    onToken: (id) => {
+      produced.push(id);
+      const text = tokenizer.decode(produced);
+      const stable = text.endsWith("\uFFFD") ? text.slice(0, text.lastIndexOf("\uFFFD")) : text;
+      if (stable.length > printed.length) {
+        process.stdout.write(stable.slice(printed.length));
+        printed = stable;
+      }
+    },
+  });
+  const text = tokenizer.decode(produced);
+  process.stdout.write(`${text.slice(printed.length)}\n`);
+  if (maxNewTokens > room)
+    console.error(`tdb generate: stopped at the model's context of ${model.config.nPositions} tokens`);
+  return 0;
 }

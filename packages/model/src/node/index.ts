@@ -1,3 +1,3 @@
-export {};
 export * from "./hf-folder.js";
 export * from "./hub.js";
+export * from "./load.js";

@@ -1,0 +1,258 @@
+/**
+ * TDB's four node-table metrics for every node of one inference (docs/tdb-maths.md, tdb-spec §4.3):
+ *   activation; write magnitude = activation·‖write row‖; direct effect = activation·(write row · g[t]),
+ *   zero unless the node precedes the final-residual location; estimated total effect = activation·gradient.
+ */
+
+import { type Gpt2Model, hookKey, type SparseAutoencoder } from "@tdb/model";
+import { defaultGemm, type Gemm } from "@tdb/tensor";
+import type { AutoencoderFamily, InferenceResult, ResidualLocation, TdbModelContext } from "./inference.js";
+
+export type MetricGroup = "activation" | "write_norm" | "act_times_grad" | "direction_write";
+export const METRIC_GROUPS: readonly MetricGroup[] = [
+  "write_norm",
+  "act_times_grad",
+  "direction_write",
+  "activation",
+];
+
+export type NodeKind = "embedding" | "mlp_neuron" | "attention_head" | "mlp_latent" | "attention_latent";
+
+/** The metric arrays of one node kind at one layer, row-major over `shape`. */
+export interface LayerMetrics {
+  kind: NodeKind;
+  /** null for the embedding. */
+  layer: number | null;
+  /** [T, 1] embedding; [T, F] neurons; [T, T, H] heads (query, key, head); [T, m] latents. */
+  shape: readonly number[];
+  metrics: Record<MetricGroup, Float32Array>;
+}
+
+const gemm: Gemm = defaultGemm();
+const rowNormCache = new WeakMap<Float32Array, Float32Array>();
+const latentWriteCache = new WeakMap<SparseAutoencoder, Float32Array>();
+
+/** Does a node at (layer, block) write into the residual stream before `final`? */
+export function precedes(
+  layer: number | null,
+  block: "attention" | "mlp",
+  final: ResidualLocation | null,
+): boolean {
+  if (final === null || layer === null) return true;
+  if (layer !== final.layer) return layer < final.layer;
+  return block === "attention" && final.block === "mlp";
+}
+
+export function embeddingMetrics(ctx: TdbModelContext, run: InferenceResult): LayerMetrics {
+  const d = ctx.model.config.nEmbd;
+  const T = run.tokens.length;
+  const e = run.forward.activations.get(hookKey("resid.post_emb", null))!;
+  const grad = run.gradients.get(hookKey("resid.post_emb", null));
+  const g = run.finalResidualGradient;
+  const activation = new Float32Array(T).fill(1);
+  const writeNorm = new Float32Array(T);
+  const actTimesGrad = new Float32Array(T);
+  const direct = new Float32Array(T);
+  for (let t = 0; t < T; t++) {
+    let sq = 0;
+    let atg = 0;
+    let de = 0;
+    for (let i = 0; i < d; i++) {
+      const v = e[t * d + i];
+      sq += v * v;
+      if (grad) atg += v * grad[t * d + i];
+      de += v * g[t * d + i];
+    }
+    writeNorm[t] = Math.sqrt(sq);
+    actTimesGrad[t] = atg;
+    direct[t] = de;
+  }
+  return {
+    kind: "embedding",
+    layer: null,
+    shape: [T, 1],
+    metrics: { activation, write_norm: writeNorm, act_times_grad: actTimesGrad, direction_write: direct },
+  };
+}
+
+export function mlpNeuronMetrics(model: Gpt2Model, run: InferenceResult, layer: number): LayerMetrics {
+  const { nEmbd: d, nInner: F } = model.config;
+  const T = run.tokens.length;
+  const a = run.forward.activations.get(hookKey("mlp.post_act", layer))!;
+  const grad = run.gradients.get(hookKey("mlp.post_act", layer));
+  const wOut = model.weights.layers[layer].projWeight; // [F, d]
+  const norms = rowNorms(wOut, F, d);
+  const projected = new Float32Array(T * F); // W_out[n]·g[t]
+  const live = precedes(layer, "mlp", run.finalLocation);
+  if (live) gemm.nt(run.finalResidualGradient, wOut, projected, T, d, F);
+  const writeNorm = new Float32Array(T * F);
+  const actTimesGrad = new Float32Array(T * F);
+  const direct = new Float32Array(T * F);
+  for (let t = 0; t < T; t++) {
+    for (let n = 0; n < F; n++) {
+      const i = t * F + n;
+      writeNorm[i] = a[i] * norms[n];
+      actTimesGrad[i] = grad ? a[i] * grad[i] : 0;
+      direct[i] = live ? a[i] * projected[i] : 0;
+    }
+  }
+  return {
+    kind: "mlp_neuron",
+    layer,
+    shape: [T, F],
+    metrics: { activation: a, write_norm: writeNorm, act_times_grad: actTimesGrad, direction_write: direct },
+  };
+}
+
+export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, layer: number): LayerMetrics {
+  const { nEmbd: d, nHead: H } = model.config;
+  const Dh = d / H;
+  const T = run.tokens.length;
+  const probs = run.forward.activations.get(hookKey("attn.qk_probs", layer))!;
+  const grad = run.gradients.get(hookKey("attn.qk_probs", layer));
+  const v = run.forward.activations.get(hookKey("attn.v", layer))!;
+  const wO = model.weights.layers[layer].attnOutWeight; // [d_in = H·Dh, d]
+  // ‖V[u,h]·W_O[h]‖ for every key token and head.
+  const vo = new Float32Array(T * H * d);
+  for (let u = 0; u < T; u++) {
+    for (let h = 0; h < H; h++) {
+      const out = vo.subarray((u * H + h) * d, (u * H + h + 1) * d);
+      for (let i = 0; i < Dh; i++) {
+        const coef = v[u * d + h * Dh + i];
+        const row = (h * Dh + i) * d;
+        for (let j = 0; j < d; j++) out[j] += coef * wO[row + j];
+      }
+    }
+  }
+  const voNorm = new Float32Array(T * H);
+  for (let k = 0; k < T * H; k++) {
+    let sq = 0;
+    for (let j = 0; j < d; j++) sq += vo[k * d + j] ** 2;
+    voNorm[k] = Math.sqrt(sq);
+  }
+  const live = precedes(layer, "attention", run.finalLocation);
+  const g = run.finalResidualGradient;
+  const writeNorm = new Float32Array(T * T * H);
+  const actTimesGrad = new Float32Array(T * T * H);
+  const direct = new Float32Array(T * T * H);
+  for (let t = 0; t < T; t++) {
+    for (let u = 0; u <= t; u++) {
+      for (let h = 0; h < H; h++) {
+        const i = (t * T + u) * H + h;
+        const p = probs[i];
+        writeNorm[i] = p * voNorm[u * H + h];
+        actTimesGrad[i] = grad ? p * grad[i] : 0;
+        if (live) {
+          let dot = 0;
+          const o = (u * H + h) * d;
+          for (let j = 0; j < d; j++) dot += vo[o + j] * g[t * d + j];
+          direct[i] = p * dot;
+        }
+      }
+    }
+  }
+  return {
+    kind: "attention_head",
+    layer,
+    shape: [T, T, H],
+    metrics: {
+      activation: probs,
+      write_norm: writeNorm,
+      act_times_grad: actTimesGrad,
+      direction_write: direct,
+    },
+  };
+}
+
+/** Latents of a spliced-in autoencoder: the write row is the decoder column (through W_out for mlp_post_act). */
+export function latentMetrics(
+  model: Gpt2Model,
+  run: InferenceResult,
+  family: AutoencoderFamily,
+  layer: number,
+  kind: "mlp_latent" | "attention_latent",
+): LayerMetrics {
+  const ae = family.byLayer.get(layer)!;
+  const record = (kind === "mlp_latent" ? run.mlpLatents : run.attentionLatents).get(layer)!;
+  const d = model.config.nEmbd;
+  const T = run.tokens.length;
+  const m = ae.nLatents;
+  const rows = latentWriteRows(model, family, layer); // [m, d]
+  const norms = rowNorms(rows, m, d);
+  const block = family.site === "resid_delta_attn" ? "attention" : "mlp";
+  const live = precedes(layer, block, run.finalLocation);
+  const projected = new Float32Array(T * m);
+  if (live) gemm.nt(run.finalResidualGradient, rows, projected, T, d, m);
+  const z = record.values;
+  const grad = record.gradient;
+  const writeNorm = new Float32Array(T * m);
+  const actTimesGrad = new Float32Array(T * m);
+  const direct = new Float32Array(T * m);
+  for (let i = 0; i < T * m; i++) {
+    writeNorm[i] = z[i] * norms[i % m];
+    actTimesGrad[i] = grad ? z[i] * grad[i] : 0;
+    direct[i] = live ? z[i] * projected[i] : 0;
+  }
+  return {
+    kind,
+    layer,
+    shape: [T, m],
+    metrics: { activation: z, write_norm: writeNorm, act_times_grad: actTimesGrad, direction_write: direct },
+  };
+}
+
+/** Each latent's write into the residual stream, [m, d], cached per autoencoder. */
+export function latentWriteRows(model: Gpt2Model, family: AutoencoderFamily, layer: number): Float32Array {
+  const ae = family.byLayer.get(layer)!;
+  const cached = latentWriteCache.get(ae);
+  if (cached) return cached;
+  const d = model.config.nEmbd;
+  const m = ae.nLatents;
+  const n = ae.nInputs;
+  const decT = new Float32Array(m * n); // decoder columns as rows, [m, nInputs]
+  for (let i = 0; i < n; i++) for (let l = 0; l < m; l++) decT[l * n + i] = ae.decoderWeight[i * m + l];
+  let rows: Float32Array;
+  if (family.site === "mlp_post_act") {
+    rows = new Float32Array(m * d);
+    gemm.nn(decT, model.weights.layers[layer].projWeight, rows, m, n, d);
+  } else {
+    rows = decT;
+  }
+  latentWriteCache.set(ae, rows);
+  return rows;
+}
+
+function rowNorms(matrix: Float32Array, rows: number, cols: number): Float32Array {
+  const cached = rowNormCache.get(matrix);
+  if (cached && cached.length === rows) return cached;
+  const out = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let sq = 0;
+    for (let c = 0; c < cols; c++) sq += matrix[r * cols + c] ** 2;
+    out[r] = Math.sqrt(sq);
+  }
+  rowNormCache.set(matrix, out);
+  return out;
+}
+
+/** Every layer's metrics for the node basis the request chose (neurons or MLP latents; heads or attention latents). */
+export function allNodeMetrics(
+  ctx: TdbModelContext,
+  run: InferenceResult,
+  basis: { mlp: "neuron" | "autoencoder_latent"; attention: "attention_head" | "autoencoder_latent" },
+): LayerMetrics[] {
+  const { model } = ctx;
+  const out: LayerMetrics[] = [embeddingMetrics(ctx, run)];
+  for (let l = 0; l < model.config.nLayer; l++) {
+    if (basis.attention === "autoencoder_latent") {
+      if (ctx.attentionAutoencoder?.byLayer.has(l)) {
+        out.push(latentMetrics(model, run, ctx.attentionAutoencoder, l, "attention_latent"));
+      }
+    } else out.push(attentionHeadMetrics(model, run, l));
+    if (basis.mlp === "autoencoder_latent") {
+      if (ctx.mlpAutoencoder?.byLayer.has(l))
+        out.push(latentMetrics(model, run, ctx.mlpAutoencoder, l, "mlp_latent"));
+    } else out.push(mlpNeuronMetrics(model, run, l));
+  }
+  return out;
+}
