@@ -1,0 +1,60 @@
+/** Row-major, contiguous f32 matrix products. Shapes are C[m×n], with inner dimension k. */
+export interface Gemm {
+  /** C[m×n] = A[m×k]·B[k×n] (or C += … when accumulate). Row-major, contiguous. */
+  nn(
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    accumulate?: boolean,
+  ): void;
+  /** C[m×n] = A[m×k]·Bt[n×k]ᵀ (or +=). */
+  nt(
+    a: Float32Array,
+    bt: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    accumulate?: boolean,
+  ): void;
+  /** C[m×n] = At[k×m]ᵀ·B[k×n] (or +=). Used for weight gradients; may be slower. */
+  tn(
+    at: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    accumulate?: boolean,
+  ): void;
+}
+
+function checkDim(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 0)
+    throw new RangeError(`gemm: ${name} must be a non-negative integer`);
+}
+
+function checkLength(name: string, array: Float32Array, needed: number): void {
+  if (array.length < needed)
+    throw new RangeError(`gemm: ${name} has ${array.length} elements, needs ${needed}`);
+}
+
+/** Throws a RangeError unless the dimensions are valid and each operand holds enough elements. */
+export function checkGemmArgs(
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+): void {
+  checkDim("m", m);
+  checkDim("k", k);
+  checkDim("n", n);
+  checkLength("A", a, m * k);
+  checkLength("B", b, k * n);
+  checkLength("C", c, m * n);
+}

@@ -1,0 +1,260 @@
+import { decodeBase64 } from "./base64.js";
+import { checkGemmArgs, type Gemm } from "./gemm.js";
+import { gemmWasmBase64 } from "./gemm-wasm.generated.js";
+
+// The WebAssembly API is reached through globalThis with local types, so this package needs neither the DOM lib
+// nor global declarations that could clash with a consumer's.
+interface WasmMemory {
+  readonly buffer: ArrayBufferLike;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => WasmMemory;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+  validate(bytes: Uint8Array): boolean;
+}
+
+interface KernelExports {
+  gemm(
+    transA: number,
+    transB: number,
+    a: number,
+    b: number,
+    c: number,
+    m: number,
+    k: number,
+    n: number,
+    j0: number,
+    j1: number,
+    accumulate: number,
+    packA: number,
+    packB: number,
+    tmp: number,
+  ): void;
+  packASize(m: number, k: number): number;
+  packBSize(k: number): number;
+}
+
+const PAGE_BYTES = 65536;
+const MAX_PAGES = 65536; // 4 GiB, the wasm32 limit
+const ALIGN = 64;
+/** Page 0 is never handed out: it keeps address 0 unused and holds the kernel's small tile buffer. */
+const HEAP_START = PAGE_BYTES;
+const TILE_TMP = 1024;
+/** Operand copies larger than this are released after each call instead of being kept as scratch. */
+const KEEP_SCRATCH_BYTES = 32 * 1024 * 1024;
+
+class WasmEngine {
+  readonly kernel: KernelExports;
+  private readonly memory: WasmMemory;
+  /** Every buffer object memory.buffer has returned; growing replaces the object but not the storage. */
+  private readonly buffers = new WeakSet<ArrayBufferLike>();
+  private top = HEAP_START;
+  /** Free blocks, sorted by address, adjacent blocks merged. */
+  private free: { ptr: number; bytes: number }[] = [];
+  private readonly sizes = new Map<number, number>();
+  private readonly scratch = new Map<string, { ptr: number; bytes: number }>();
+
+  constructor(api: WasmApi, bytes: Uint8Array) {
+    this.memory = new api.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
+    const instance = new api.Instance(new api.Module(bytes), { env: { memory: this.memory } });
+    this.kernel = instance.exports as unknown as KernelExports;
+  }
+
+  buffer(): ArrayBufferLike {
+    const buffer = this.memory.buffer;
+    this.buffers.add(buffer);
+    return buffer;
+  }
+
+  contains(array: Float32Array): boolean {
+    return this.buffers.has(array.buffer);
+  }
+
+  view(ptr: number, length: number): Float32Array {
+    return new Float32Array(this.buffer(), ptr, length);
+  }
+
+  /** Returns the byte address of a fresh block of at least `bytes` bytes. */
+  allocate(bytes: number): number {
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    const index = this.free.findIndex((block) => block.bytes >= size);
+    let ptr: number;
+    if (index >= 0) {
+      const block = this.free[index];
+      ptr = block.ptr;
+      if (block.bytes === size) this.free.splice(index, 1);
+      else {
+        block.ptr += size;
+        block.bytes -= size;
+      }
+    } else {
+      ptr = this.top;
+      this.ensureCapacity(ptr + size);
+      this.top = ptr + size;
+    }
+    this.sizes.set(ptr, size);
+    return ptr;
+  }
+
+  release(ptr: number): boolean {
+    const size = this.sizes.get(ptr);
+    if (size === undefined) return false;
+    this.sizes.delete(ptr);
+    let index = this.free.findIndex((block) => block.ptr > ptr);
+    if (index < 0) index = this.free.length;
+    this.free.splice(index, 0, { ptr, bytes: size });
+    const next = this.free[index + 1];
+    if (next && ptr + size === next.ptr) {
+      this.free[index].bytes += next.bytes;
+      this.free.splice(index + 1, 1);
+    }
+    const previous = this.free[index - 1];
+    if (previous && previous.ptr + previous.bytes === ptr) {
+      previous.bytes += this.free[index].bytes;
+      this.free.splice(index, 1);
+      index--;
+    }
+    const last = this.free[this.free.length - 1];
+    if (last && last.ptr + last.bytes === this.top) {
+      this.top = last.ptr;
+      this.free.pop();
+    }
+    return true;
+  }
+
+  /** A named scratch block of at least `bytes` bytes, kept between calls and grown on demand. */
+  scratchBlock(name: string, bytes: number): number {
+    const current = this.scratch.get(name);
+    if (current && current.bytes >= bytes) return current.ptr;
+    if (current) this.release(current.ptr);
+    const ptr = this.allocate(bytes);
+    this.scratch.set(name, { ptr, bytes });
+    return ptr;
+  }
+
+  trimScratch(name: string): void {
+    const current = this.scratch.get(name);
+    if (current && current.bytes > KEEP_SCRATCH_BYTES) {
+      this.release(current.ptr);
+      this.scratch.delete(name);
+    }
+  }
+
+  private ensureCapacity(end: number): void {
+    const have = this.memory.buffer.byteLength;
+    if (end <= have) return;
+    const pages = Math.ceil((end - have) / PAGE_BYTES);
+    if (have / PAGE_BYTES + pages > MAX_PAGES) {
+      throw new RangeError(`WebAssembly memory exhausted: ${end} bytes requested, the limit is 4 GiB`);
+    }
+    this.memory.grow(pages);
+  }
+}
+
+let engine: WasmEngine | null | undefined;
+let engineError: unknown;
+
+function getEngine(): WasmEngine | null {
+  if (engine !== undefined) return engine;
+  try {
+    const api = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+    if (!api) throw new Error("WebAssembly is not available");
+    const bytes = decodeBase64(gemmWasmBase64);
+    if (!api.validate(bytes))
+      throw new Error("this WebAssembly engine lacks SIMD128 or threads (shared memory)");
+    engine = new WasmEngine(api, bytes);
+  } catch (error) {
+    engine = null;
+    engineError = error;
+  }
+  return engine;
+}
+
+/** Whether the WebAssembly SIMD kernel can run here (it needs SIMD128 and shared memory). */
+export function isWasmGemmAvailable(): boolean {
+  return getEngine() !== null;
+}
+
+/**
+ * A Float32Array of n elements (zeroed) living inside the WASM memory, so GEMM uses it without copying.
+ * Use it for large, long-lived operands (model weights). Falls back to a plain Float32Array if WASM is unavailable.
+ */
+export function allocateF32(n: number): Float32Array {
+  if (!Number.isInteger(n) || n < 0) throw new RangeError("allocateF32: n must be a non-negative integer");
+  const e = getEngine();
+  if (!e) return new Float32Array(n);
+  const ptr = e.allocate(n * 4);
+  const view = e.view(ptr, n);
+  view.fill(0);
+  return view;
+}
+
+/**
+ * Returns the block behind an array from allocateF32 to the allocator; the array must not be used afterwards.
+ * Other arrays (plain ones, subarrays) are ignored. Returns whether a block was freed.
+ */
+export function freeF32(array: Float32Array): boolean {
+  const e = getEngine();
+  if (!e?.contains(array)) return false;
+  return e.release(array.byteOffset);
+}
+
+/** Whether the array lives in the WASM memory (GEMM then uses it in place). */
+export function isWasmResident(array: Float32Array): boolean {
+  return getEngine()?.contains(array) ?? false;
+}
+
+function createWasmGemm(e: WasmEngine): Gemm {
+  const { kernel } = e;
+  // Operands outside the WASM memory are copied into named scratch blocks; C is copied back afterwards.
+  const place = (name: string, array: Float32Array, length: number, copyIn: boolean): number => {
+    if (e.contains(array)) return array.byteOffset;
+    const ptr = e.scratchBlock(name, length * 4);
+    if (copyIn) e.view(ptr, length).set(array.subarray(0, length));
+    return ptr;
+  };
+  const run = (
+    transA: number,
+    transB: number,
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    accumulate: boolean,
+  ): void => {
+    checkGemmArgs(a, b, c, m, k, n);
+    if (m === 0 || n === 0) return;
+    if (k === 0) {
+      if (!accumulate) c.fill(0, 0, m * n);
+      return;
+    }
+    const aPtr = place("a", a, m * k, true);
+    const bPtr = place("b", b, k * n, true);
+    const cPtr = place("c", c, m * n, accumulate);
+    const packA = e.scratchBlock("packA", kernel.packASize(m, k) * 4);
+    const packB = e.scratchBlock("packB", kernel.packBSize(k) * 4);
+    kernel.gemm(transA, transB, aPtr, bPtr, cPtr, m, k, n, 0, n, accumulate ? 1 : 0, packA, packB, TILE_TMP);
+    if (!e.contains(c)) c.set(e.view(cPtr, m * n));
+    for (const name of ["a", "b", "c"]) e.trimScratch(name);
+  };
+  return {
+    nn: (a, b, c, m, k, n, accumulate = false) => run(0, 0, a, b, c, m, k, n, accumulate),
+    nt: (a, bt, c, m, k, n, accumulate = false) => run(0, 1, a, bt, c, m, k, n, accumulate),
+    tn: (at, b, c, m, k, n, accumulate = false) => run(1, 0, at, b, c, m, k, n, accumulate),
+  };
+}
+
+let wasmGemmInstance: Gemm | undefined;
+
+/** The WebAssembly SIMD128 GEMM (instantiated on first use). Throws where WebAssembly SIMD is unavailable. */
+export function wasmGemm(): Gemm {
+  if (wasmGemmInstance) return wasmGemmInstance;
+  const e = getEngine();
+  if (!e) throw new Error(`WebAssembly GEMM unavailable: ${String(engineError)}`);
+  wasmGemmInstance = createWasmGemm(e);
+  return wasmGemmInstance;
+}

@@ -1,0 +1,371 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { decodeBase64 } from "../src/base64.js";
+import {
+  allocateF32,
+  defaultGemm,
+  freeF32,
+  type Gemm,
+  isWasmGemmAvailable,
+  isWasmResident,
+  referenceGemm,
+  wasmGemm,
+} from "../src/index.js";
+
+type Variant = "nn" | "nt" | "tn";
+const VARIANTS: Variant[] = ["nn", "nt", "tn"];
+
+/** Deterministic uniform values in [-1, 1). */
+function random(length: number, seed: number): Float32Array {
+  let state = (seed * 2654435761) >>> 0 || 1;
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    out[i] = (state >>> 0) / 2147483648 - 1;
+  }
+  return out;
+}
+
+/**
+ * Independent oracle: float64 triple loop straight from the definition, indexing each layout explicitly.
+ * Returns the expected C and, per element, Σ|a·b| (which bounds the float32 rounding error).
+ */
+function oracle(
+  variant: Variant,
+  a: Float32Array,
+  b: Float32Array,
+  c0: Float32Array | null,
+  m: number,
+  k: number,
+  n: number,
+): { expected: Float64Array; magnitude: Float64Array } {
+  const expected = new Float64Array(m * n);
+  const magnitude = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = c0 ? c0[i * n + j] : 0;
+      let mag = Math.abs(sum);
+      for (let p = 0; p < k; p++) {
+        const aip = variant === "tn" ? a[p * m + i] : a[i * k + p];
+        const bpj = variant === "nt" ? b[j * k + p] : b[p * n + j];
+        sum += aip * bpj;
+        mag += Math.abs(aip * bpj);
+      }
+      expected[i * n + j] = sum;
+      magnitude[i * n + j] = mag;
+    }
+  }
+  return { expected, magnitude };
+}
+
+/** Largest |got - expected| / bound, where bound is the float32 accumulation error bound (k+2)·ε·Σ|a·b|. */
+function worstError(got: Float32Array, expected: Float64Array, magnitude: Float64Array, k: number): number {
+  let worst = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const bound = (k + 2) * 2 ** -24 * magnitude[i] + 1e-30;
+    worst = Math.max(worst, Math.abs(got[i] - expected[i]) / bound);
+  }
+  return worst;
+}
+
+interface Placement {
+  /** Where each operand lives: plain JS array, allocateF32 block, or a view at an odd offset inside WASM memory. */
+  a: "js" | "wasm" | "wasm-offset";
+  b: "js" | "wasm" | "wasm-offset";
+  c: "js" | "wasm" | "wasm-offset";
+}
+
+function place(values: Float32Array, where: Placement["a"], extra = 0): Float32Array {
+  if (where === "js") {
+    const out = new Float32Array(values.length + extra);
+    out.set(values);
+    return out;
+  }
+  // One float of offset makes the view 4-byte but not 16-byte aligned.
+  const offset = where === "wasm-offset" ? 1 : 0;
+  const block = allocateF32(values.length + offset + extra);
+  const view = block.subarray(offset);
+  view.set(values);
+  return view;
+}
+
+function runCase(
+  gemm: Gemm,
+  variant: Variant,
+  m: number,
+  k: number,
+  n: number,
+  accumulate: boolean,
+  seed: number,
+  placement: Placement = { a: "js", b: "js", c: "js" },
+): number {
+  const aValues = random(m * k, seed);
+  const bValues = random(k * n, seed + 1);
+  const cValues = random(m * n, seed + 2);
+  const a = place(aValues, placement.a);
+  const b = place(bValues, placement.b);
+  // C gets 3 spare elements that must stay untouched.
+  const c = place(cValues, placement.c, 3);
+  c.fill(7, m * n);
+  gemm[variant](a, b, c, m, k, n, accumulate);
+  const { expected, magnitude } = oracle(variant, aValues, bValues, accumulate ? cValues : null, m, k, n);
+  expect(Array.from(c.subarray(m * n))).toEqual([7, 7, 7]);
+  return worstError(c, expected, magnitude, k);
+}
+
+// Shapes around every blocking edge: 4-row and 8-column tiles, 2-column dot tiles, 4-wide k chunks, the 256-column
+// panel, the 1024-deep k block and the 64-row block of the transposed path.
+const EDGE_SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [1, 7, 1],
+  [2, 3, 5],
+  [3, 4, 8],
+  [4, 8, 8],
+  [5, 5, 9],
+  [7, 13, 11],
+  [8, 16, 16],
+  [9, 2, 17],
+  [1, 64, 257],
+  [13, 3, 255],
+  [33, 17, 263],
+  [4, 1029, 9],
+  [6, 2051, 3],
+  [67, 21, 13],
+  [70, 9, 6],
+];
+
+describe("referenceGemm", () => {
+  it("computes a small product exactly", () => {
+    // [1 2 3; 4 5 6] · [7 8; 9 10; 11 12] = [58 64; 139 154]
+    const a = Float32Array.of(1, 2, 3, 4, 5, 6);
+    const b = Float32Array.of(7, 8, 9, 10, 11, 12);
+    const bt = Float32Array.of(7, 9, 11, 8, 10, 12);
+    const at = Float32Array.of(1, 4, 2, 5, 3, 6);
+    const c = new Float32Array(4);
+    referenceGemm.nn(a, b, c, 2, 3, 2);
+    expect(Array.from(c)).toEqual([58, 64, 139, 154]);
+    referenceGemm.nt(a, bt, c, 2, 3, 2);
+    expect(Array.from(c)).toEqual([58, 64, 139, 154]);
+    referenceGemm.tn(at, b, c, 2, 3, 2, true);
+    expect(Array.from(c)).toEqual([116, 128, 278, 308]);
+  });
+
+  it("matches a float64 triple loop within the float32 error bound", () => {
+    let worst = 0;
+    for (const [m, k, n] of EDGE_SHAPES) {
+      for (const variant of VARIANTS) {
+        for (const accumulate of [false, true]) {
+          worst = Math.max(
+            worst,
+            runCase(referenceGemm, variant, m, k, n, accumulate, m * 1000 + k * 10 + n),
+          );
+        }
+      }
+    }
+    expect(worst).toBeLessThan(1);
+  });
+
+  it("rejects operands that are too short and bad dimensions", () => {
+    const x = new Float32Array(6);
+    expect(() => referenceGemm.nn(x, x, x, 2, 3, 3)).toThrow(RangeError);
+    expect(() => referenceGemm.nn(x, x, x, -1, 1, 1)).toThrow(RangeError);
+    expect(() => referenceGemm.nt(x, x, x, 1.5, 1, 1)).toThrow(RangeError);
+  });
+});
+
+describe.skipIf(!isWasmGemmAvailable())("wasmGemm", () => {
+  const gemm = isWasmGemmAvailable() ? wasmGemm() : referenceGemm;
+
+  it("is what defaultGemm picks", () => {
+    expect(defaultGemm()).toBe(gemm);
+  });
+
+  it("matches the float64 oracle on edge shapes, with and without accumulate", () => {
+    let worst = 0;
+    for (const [m, k, n] of EDGE_SHAPES) {
+      for (const variant of VARIANTS) {
+        for (const accumulate of [false, true]) {
+          worst = Math.max(worst, runCase(gemm, variant, m, k, n, accumulate, m * 1000 + k * 10 + n));
+        }
+      }
+    }
+    expect(worst).toBeLessThan(1);
+  });
+
+  it("matches referenceGemm on random odd shapes", () => {
+    let seed = 12345;
+    const next = (limit: number) => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return 1 + (seed % limit);
+    };
+    let worst = 0;
+    for (let trial = 0; trial < 60; trial++) {
+      const [m, k, n] = [next(40), next(300), next(300)];
+      const variant = VARIANTS[trial % 3];
+      const accumulate = trial % 2 === 1;
+      const a = random(m * k, trial);
+      const b = random(k * n, trial + 1);
+      const c0 = random(m * n, trial + 2);
+      const got = c0.slice();
+      const want = c0.slice();
+      gemm[variant](a, b, got, m, k, n, accumulate);
+      referenceGemm[variant](a, b, want, m, k, n, accumulate);
+      const { magnitude } = oracle(variant, a, b, accumulate ? c0 : null, m, k, n);
+      for (let i = 0; i < m * n; i++) {
+        // Both sides carry float32 rounding error, so allow twice the bound.
+        const bound = 2 * (k + 2) * 2 ** -24 * magnitude[i] + 1e-30;
+        worst = Math.max(worst, Math.abs(got[i] - want[i]) / bound);
+      }
+    }
+    expect(worst).toBeLessThan(1);
+  });
+
+  it("uses operands inside WASM memory in place, at any alignment", () => {
+    const placements: Placement[] = [
+      { a: "wasm", b: "wasm", c: "wasm" },
+      { a: "js", b: "wasm", c: "js" },
+      { a: "wasm-offset", b: "wasm-offset", c: "wasm-offset" },
+      { a: "wasm", b: "js", c: "wasm-offset" },
+    ];
+    let worst = 0;
+    for (const placement of placements) {
+      for (const [m, k, n] of [
+        [5, 19, 23],
+        [32, 64, 40],
+      ]) {
+        for (const variant of VARIANTS) {
+          for (const accumulate of [false, true]) {
+            worst = Math.max(worst, runCase(gemm, variant, m, k, n, accumulate, m + k + n, placement));
+          }
+        }
+      }
+    }
+    expect(worst).toBeLessThan(1);
+    expect(isWasmResident(allocateF32(4))).toBe(true);
+    expect(isWasmResident(allocateF32(4).subarray(1))).toBe(true);
+    expect(isWasmResident(new Float32Array(4))).toBe(false);
+  });
+
+  it("handles a vocabulary-sized n (the tied unembedding) and m = 1", () => {
+    let worst = 0;
+    for (const variant of VARIANTS) {
+      worst = Math.max(worst, runCase(gemm, variant, 2, 8, 50257, false, 1, { a: "js", b: "wasm", c: "js" }));
+      worst = Math.max(worst, runCase(gemm, variant, 1, 40, 50257, true, 2));
+    }
+    expect(worst).toBeLessThan(1);
+  });
+
+  it("sets C to zero for k = 0 and leaves it alone with accumulate; m = 0 or n = 0 do nothing", () => {
+    const empty = new Float32Array(0);
+    for (const variant of VARIANTS) {
+      const c = Float32Array.of(1, 2, 3, 4, 5, 6, 9);
+      gemm[variant](empty, empty, c, 2, 0, 3, true);
+      expect(Array.from(c)).toEqual([1, 2, 3, 4, 5, 6, 9]);
+      gemm[variant](empty, empty, c, 2, 0, 3);
+      expect(Array.from(c)).toEqual([0, 0, 0, 0, 0, 0, 9]);
+      const inWasm = allocateF32(3);
+      inWasm.set([4, 5, 6]);
+      gemm[variant](empty, empty, inWasm, 1, 0, 3);
+      expect(Array.from(inWasm)).toEqual([0, 0, 0]);
+      gemm[variant](empty, random(5, 1), c, 0, 1, 5);
+      gemm[variant](random(5, 1), empty, c, 5, 1, 0);
+      expect(Array.from(c)).toEqual([0, 0, 0, 0, 0, 0, 9]);
+    }
+    expect(() => gemm.nn(new Float32Array(5), new Float32Array(6), new Float32Array(6), 2, 3, 2)).toThrow(
+      RangeError,
+    );
+  });
+
+  it("propagates NaN and infinity from the operands", () => {
+    const a = Float32Array.of(1, Number.NaN, 2, 3);
+    const b = Float32Array.of(1, 1, Number.POSITIVE_INFINITY, 1);
+    const c = new Float32Array(4);
+    gemm.nn(a, b, c, 2, 2, 2);
+    expect(Number.isNaN(c[0]) && Number.isNaN(c[1])).toBe(true);
+    expect(c[2]).toBe(Number.POSITIVE_INFINITY);
+    expect(c[3]).toBe(5);
+  });
+});
+
+describe.skipIf(!isWasmGemmAvailable())("allocateF32", () => {
+  it("returns zeroed arrays that stay valid while the memory grows", () => {
+    const first = allocateF32(1000);
+    expect(first.every((v) => v === 0)).toBe(true);
+    first.set(random(1000, 5));
+    const copy = first.slice();
+    // 96 MiB forces the memory to grow; the earlier view must keep its storage.
+    const big = allocateF32(24 * 1024 * 1024);
+    big[big.length - 1] = 3;
+    expect(first.length).toBe(1000);
+    expect(Array.from(first)).toEqual(Array.from(copy));
+    expect(isWasmResident(first)).toBe(true);
+    const c = new Float32Array(1);
+    wasmGemm().nt(first, first, c, 1, 1000, 1);
+    const { expected } = oracle("nt", copy, copy, null, 1, 1000, 1);
+    expect(Math.abs(c[0] - expected[0])).toBeLessThan(1e-3);
+    expect(freeF32(big)).toBe(true);
+    expect(freeF32(big)).toBe(false);
+    expect(freeF32(new Float32Array(3))).toBe(false);
+  });
+
+  it("reuses freed blocks without overlapping live ones", () => {
+    const blocks = [allocateF32(100), allocateF32(200), allocateF32(300)];
+    blocks.forEach((block, i) => {
+      block.fill(i + 1);
+    });
+    freeF32(blocks[1]);
+    const again = allocateF32(150);
+    expect(again.every((v) => v === 0)).toBe(true);
+    again.fill(9);
+    expect(blocks[0].every((v) => v === 1)).toBe(true);
+    expect(blocks[2].every((v) => v === 3)).toBe(true);
+    expect(() => allocateF32(-1)).toThrow(RangeError);
+    expect(allocateF32(0).length).toBe(0);
+  });
+});
+
+describe("decodeBase64", () => {
+  it("agrees with Node's decoder", () => {
+    for (const length of [0, 1, 2, 3, 4, 5, 100, 1001]) {
+      const bytes = new Uint8Array(random(length, length).map((v) => Math.floor((v + 1) * 128)));
+      const text = Buffer.from(bytes).toString("base64");
+      expect(Array.from(decodeBase64(text))).toEqual(Array.from(bytes));
+    }
+  });
+});
+
+const packageDir = fileURLToPath(new URL("..", import.meta.url));
+const ascInstalled = (() => {
+  try {
+    createRequire(import.meta.url).resolve("assemblyscript/package.json");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+describe("gemm-wasm.generated.ts", () => {
+  const name = ascInstalled
+    ? "matches a fresh compile of assembly/gemm.ts (if not: npm run build:wasm -w @tdb/tensor)"
+    : "matches a fresh compile of assembly/gemm.ts: SKIPPED, assemblyscript is not installed";
+  it.skipIf(!ascInstalled)(name, () => {
+    const outDir = mkdtempSync(join(tmpdir(), "tensor-wasm-test-"));
+    try {
+      execFileSync(process.execPath, [join(packageDir, "scripts/build-wasm.mjs"), "--out-dir", outDir], {
+        stdio: "pipe",
+      });
+      const fresh = readFileSync(join(outDir, "gemm-wasm.generated.ts"), "utf8");
+      const committed = readFileSync(join(packageDir, "src/gemm-wasm.generated.ts"), "utf8");
+      expect(committed).toBe(fresh);
+    } finally {
+      rmSync(outDir, { recursive: true, force: true });
+    }
+  });
+});
