@@ -448,10 +448,13 @@ function ablationHook(model: Gpt2Model, ablations: readonly Ablation[], T: numbe
     const out = Float32Array.from(value);
     const touched: number[] = [];
     for (const a of mine) {
-      if (a.kind === "mlp_neuron") touched.push(a.token * F + a.index);
       // A head ablation sets the whole query row of that head (every key), with no renormalisation.
-      else for (let u = 0; u < T; u++) touched.push((a.token * T + u) * H + a.index);
-      for (const i of touched) out[i] = a.value;
+      const own =
+        a.kind === "mlp_neuron"
+          ? [a.token * F + a.index]
+          : Array.from({ length: T }, (_, u) => (a.token * T + u) * H + a.index);
+      for (const i of own) out[i] = a.value;
+      touched.push(...own);
     }
     return {
       value: out,
