@@ -1,0 +1,774 @@
+/**
+ * TDB's /batched_tdb without HTTP: from the request JSON to the response JSON (docs/tdb-maths.md §3, §8).
+ * Each sub-request gets one forward and one backward pass; the node table is the union of every sub-request's
+ * top/bottom-k nodes, each sub-response carrying its own values for that shared list.
+ */
+import { type Gpt2Tokenizer, hookKey } from "@tdb/model";
+import { defaultGemm } from "@tdb/tensor";
+import {
+  allNodeMetrics,
+  type LayerMetrics,
+  latentWriteRows,
+  METRIC_GROUPS,
+  type MetricGroup,
+  type NodeKind,
+} from "./derived.js";
+import {
+  type Ablation,
+  type AutoencoderFamily,
+  type InferenceResult,
+  runInference,
+  type TdbModelContext,
+  TdbRequestError,
+  type TraceSpec,
+} from "./inference.js";
+import { LEAST_COMMON_GPT2_TOKEN_IDS } from "./least-common-tokens.js";
+import { largest, smallest, topAndBottom } from "./select.js";
+import type {
+  BatchedResponse,
+  BatchedTdbRequest,
+  InferenceAndTokenData,
+  MirroredNodeIndex,
+  MirroredNodeIndexOut,
+  MultipleTopKDerivedScalarsResponseData,
+  TdbRequestSpec,
+  TensorND,
+  TopTokens,
+  TopTokensAttendedTo,
+} from "./wire.js";
+
+export interface TdbContext extends TdbModelContext {
+  tokenizer: Gpt2Tokenizer;
+  modelName: string;
+  /** Vocabulary ids left out of scored-token lists (TDB's least common GPT-2 tokens, for GPT-2 vocabularies). */
+  excludedTokenIds?: ReadonlySet<number>;
+  /** Longest prompt accepted, in tokens (TDB: 500). */
+  maxPromptTokens?: number;
+}
+
+export const PROMPT_LENGTH_LIMIT = 500;
+
+/** Milliseconds from a monotonic clock where one exists (Node and browsers both have `performance`). */
+const now = (): number =>
+  (globalThis as { performance?: { now(): number } }).performance?.now() ?? Date.now();
+
+/** The exclusion TDB applies to GPT-2's vocabulary; other vocabularies get none. */
+export function defaultExcludedTokenIds(tokenizer: Gpt2Tokenizer): ReadonlySet<number> {
+  return tokenizer.vocabSize === 50257 ? new Set(LEAST_COMMON_GPT2_TOKEN_IDS) : new Set();
+}
+
+const WIRE_NODE_TYPE: Record<NodeKind, MirroredNodeIndexOut["nodeType"]> = {
+  embedding: "layer",
+  mlp_neuron: "mlp_neuron",
+  attention_head: "attention_head",
+  mlp_latent: "mlp_autoencoder_latent",
+  attention_latent: "attention_autoencoder_latent",
+};
+
+const DST_NAMES: Record<NodeKind, Record<MetricGroup, string>> = {
+  embedding: {
+    write_norm: "resid_post_embedding_norm",
+    act_times_grad: "token_attribution",
+    direction_write: "resid_post_embedding_proj_to_final_residual_grad",
+    activation: "always_one",
+  },
+  mlp_neuron: {
+    write_norm: "mlp_write_norm",
+    act_times_grad: "mlp_act_times_grad",
+    direction_write: "mlp_write_to_final_residual_grad",
+    activation: "mlp_post_act",
+  },
+  mlp_latent: {
+    write_norm: "online_mlp_autoencoder_write_norm",
+    act_times_grad: "online_mlp_autoencoder_act_times_grad",
+    direction_write: "online_mlp_autoencoder_write_to_final_residual_grad",
+    activation: "online_mlp_autoencoder_latent",
+  },
+  attention_head: {
+    write_norm: "unflattened_attn_write_norm",
+    act_times_grad: "unflattened_attn_act_times_grad",
+    direction_write: "unflattened_attn_write_to_final_residual_grad",
+    activation: "attn_qk_probs",
+  },
+  attention_latent: {
+    write_norm: "online_attention_autoencoder_write_norm",
+    act_times_grad: "online_attention_autoencoder_act_times_grad",
+    direction_write: "online_attention_autoencoder_write_to_final_residual_grad",
+    activation: "online_attention_autoencoder_latent",
+  },
+};
+
+/** One node of the table: which metric array it lives in, and where. */
+interface NodeRef {
+  kind: NodeKind;
+  layer: number | null;
+  tensorIndices: number[];
+}
+
+const nodeKey = (n: NodeRef) => `${n.kind}|${n.layer}|${n.tensorIndices.join(",")}`;
+
+function toWire(n: NodeRef): MirroredNodeIndexOut {
+  return {
+    nodeType: WIRE_NODE_TYPE[n.kind],
+    tensorIndices: n.tensorIndices,
+    layerIndex: n.layer,
+    passType: "forward",
+  };
+}
+
+function unflatten(flat: number, shape: readonly number[]): number[] {
+  const out = new Array<number>(shape.length);
+  let rest = flat;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    out[i] = rest % shape[i];
+    rest = Math.floor(rest / shape[i]);
+  }
+  return out;
+}
+
+function flatten(indices: readonly number[], shape: readonly number[]): number {
+  let flat = 0;
+  for (let i = 0; i < shape.length; i++) flat = flat * shape[i] + indices[i];
+  return flat;
+}
+
+/** TDB's node order (§8.1): per group, the top block then the bottom block, first occurrence wins. */
+function selectNodes(metrics: readonly LayerMetrics[], k: number): NodeRef[] {
+  const out: NodeRef[] = [];
+  const seen = new Set<string>();
+  const kinds = [...new Set(metrics.map((m) => m.kind))];
+  for (const group of METRIC_GROUPS) {
+    const top: { value: number; node: NodeRef }[] = [];
+    const bottom: { value: number; node: NodeRef }[] = [];
+    for (const kind of kinds) {
+      const layers = metrics.filter((m) => m.kind === kind);
+      const picked = topAndBottom(
+        layers.map((m) => m.metrics[group]),
+        k,
+      );
+      const toNode = (p: { source: number; index: number; value: number }) => ({
+        value: p.value,
+        node: {
+          kind,
+          layer: layers[p.source].layer,
+          tensorIndices: unflatten(p.index, layers[p.source].shape),
+        },
+      });
+      top.push(...picked.top.map(toNode));
+      bottom.push(...picked.bottom.map(toNode));
+    }
+    const desc = (a: { value: number }, b: { value: number }) => b.value - a.value;
+    for (const { node } of [...top.sort(desc), ...bottom.sort(desc)]) {
+      const key = nodeKey(node);
+      if (!seen.has(key)) {
+        seen.add(key);
+        out.push(node);
+      }
+    }
+  }
+  return out;
+}
+
+function unionNodes(lists: readonly NodeRef[][]): NodeRef[] {
+  const seen = new Set<string>();
+  const out: NodeRef[] = [];
+  for (const list of lists) {
+    for (const n of list) {
+      const key = nodeKey(n);
+      if (!seen.has(key)) {
+        seen.add(key);
+        out.push(n);
+      }
+    }
+  }
+  return out;
+}
+
+function metricLookup(metrics: readonly LayerMetrics[]) {
+  const byKey = new Map(metrics.map((m) => [`${m.kind}|${m.layer}`, m]));
+  return (node: NodeRef, group: MetricGroup): number => {
+    const m = byKey.get(`${node.kind}|${node.layer}`);
+    if (!m) return 0;
+    return m.metrics[group][flatten(node.tensorIndices, m.shape)];
+  };
+}
+
+function finiteOr999(x: number): number {
+  return Number.isFinite(x) ? x : -999;
+}
+
+/** Sums over everything but the token dimensions, over all layers (§8.3). */
+function intermediateSums(
+  metrics: readonly LayerMetrics[],
+  T: number,
+): Record<string, Record<string, TensorND>> {
+  const out: Record<string, Record<string, TensorND>> = {};
+  for (const group of METRIC_GROUPS) {
+    const byDst: Record<string, TensorND> = {};
+    for (const kind of [...new Set(metrics.map((m) => m.kind))]) {
+      const layers = metrics.filter((m) => m.kind === kind);
+      if (kind === "attention_head") {
+        const sums = new Float64Array(T * T);
+        for (const m of layers) {
+          const H = m.shape[2];
+          const v = m.metrics[group];
+          for (let i = 0; i < v.length; i++) sums[Math.floor(i / H)] += v[i];
+        }
+        const value = Array.from({ length: T }, (_, t) =>
+          Array.from(sums.subarray(t * T, (t + 1) * T), finiteOr999),
+        );
+        byDst[DST_NAMES[kind][group]] = { tensorType: "tensor_2d", value };
+      } else {
+        const sums = new Float64Array(T);
+        for (const m of layers) {
+          const width = m.shape[1];
+          const v = m.metrics[group];
+          for (let i = 0; i < v.length; i++) sums[Math.floor(i / width)] += v[i];
+        }
+        byDst[DST_NAMES[kind][group]] = { tensorType: "tensor_1d", value: Array.from(sums, finiteOr999) };
+      }
+    }
+    out[group] = byDst;
+  }
+  return out;
+}
+
+function multipleTopKResponse(
+  nodes: readonly NodeRef[],
+  metrics: readonly LayerMetrics[],
+  T: number,
+): MultipleTopKDerivedScalarsResponseData {
+  const value = metricLookup(metrics);
+  const activationsByGroupId: Record<string, number[]> = {};
+  for (const group of METRIC_GROUPS) activationsByGroupId[group] = nodes.map((n) => value(n, group));
+  return {
+    responseDataType: "multiple_top_k_derived_scalars_response_data",
+    activationsByGroupId,
+    nodeIndices: nodes.map(toWire),
+    vocabTokenStringsForIndices: null,
+    intermediateSumActivationsByDstByGroupId: intermediateSums(metrics, T),
+  };
+}
+
+interface ConvertedSubRequest {
+  spec: TdbRequestSpec;
+  tokens: number[];
+  ablations: Ablation[];
+  trace: TraceSpec | null;
+  targets: number[];
+  distractors: number[];
+}
+
+/** The component an incoming node index names (the embedding row and other types cannot be ablated/traced). */
+export function componentOf(
+  ctx: TdbModelContext,
+  node: MirroredNodeIndex,
+  what: string,
+): { kind: Ablation["kind"]; layer: number; token: number; index: number; keyToken?: number } {
+  const { nodeType, tensorIndices, layerIndex } = node;
+  if (layerIndex === null || layerIndex === undefined)
+    throw new TdbRequestError(`${what}: ${nodeType} node needs a layerIndex`);
+  const ints = tensorIndices.map((x) => {
+    if (x === null) throw new TdbRequestError(`${what}: tensorIndices must all be integers, got null`);
+    return x;
+  });
+  const need = (n: number) => {
+    if (ints.length !== n)
+      throw new TdbRequestError(`${what}: a ${nodeType} node has ${n} tensor indices, got ${ints.length}`);
+  };
+  switch (nodeType) {
+    case "mlp_neuron":
+      need(2);
+      return { kind: "mlp_neuron", layer: layerIndex, token: ints[0], index: ints[1] };
+    case "attention_head":
+      need(3);
+      return { kind: "attention_head", layer: layerIndex, token: ints[0], keyToken: ints[1], index: ints[2] };
+    case "mlp_autoencoder_latent":
+      need(2);
+      return { kind: "mlp_latent", layer: layerIndex, token: ints[0], index: ints[1] };
+    case "attention_autoencoder_latent":
+      need(2);
+      return { kind: "attention_latent", layer: layerIndex, token: ints[0], index: ints[1] };
+    case "autoencoder_latent": {
+      need(2);
+      const mlp = Boolean(ctx.mlpAutoencoder);
+      const attn = Boolean(ctx.attentionAutoencoder);
+      if (mlp === attn) {
+        throw new TdbRequestError(
+          `${what}: "autoencoder_latent" is ambiguous unless exactly one autoencoder is loaded; use mlp_autoencoder_latent or attention_autoencoder_latent`,
+        );
+      }
+      return {
+        kind: mlp ? "mlp_latent" : "attention_latent",
+        layer: layerIndex,
+        token: ints[0],
+        index: ints[1],
+      };
+    }
+    default:
+      throw new TdbRequestError(`${what}: cannot ablate or trace a ${nodeType} node`);
+  }
+}
+
+function encodeSingleToken(tokenizer: Gpt2Tokenizer, text: string): number {
+  const ids = tokenizer.encode(text);
+  if (ids.length !== 1) {
+    throw new TdbRequestError(`'${text}' decoded to [${ids.join(", ")}]; wanted exactly 1 token`);
+  }
+  return ids[0];
+}
+
+function pyListRepr(items: readonly string[]): string {
+  return `[${items.map((s) => `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n")}'`).join(", ")}]`;
+}
+
+function convert(ctx: TdbContext, request: BatchedTdbRequest): ConvertedSubRequest[] {
+  const partial = request.subRequests.map((spec, i) => {
+    const where = request.subRequests.length > 1 ? `subRequests[${i}]` : "request";
+    const ablations: Ablation[] = (spec.nodeAblations ?? []).map((a) => {
+      const c = componentOf(ctx, a.nodeIndex, `${where}: nodeAblations`);
+      return { kind: c.kind, layer: c.layer, token: c.token, index: c.index, value: a.value };
+    });
+    let trace: TraceSpec | null = null;
+    if (spec.upstreamNodeToTrace) {
+      if (spec.downstreamNodeToTrace) {
+        throw new TdbRequestError(`${where}: downstreamNodeToTrace is not supported by this server yet`);
+      }
+      const c = componentOf(ctx, spec.upstreamNodeToTrace.nodeIndex, `${where}: upstreamNodeToTrace`);
+      const type = spec.upstreamNodeToTrace.attentionTraceType ?? undefined;
+      if (c.kind === "attention_head" && !type) {
+        throw new TdbRequestError(
+          `${where}: tracing an attention head needs attentionTraceType (Q, K, QK or V)`,
+        );
+      }
+      if (c.kind === "attention_head" && c.keyToken !== undefined && c.keyToken > c.token) {
+        throw new TdbRequestError(
+          `${where}: upstreamNodeToTrace: key token ${c.keyToken} comes after query token ${c.token} (masked pair)`,
+        );
+      }
+      trace = { ...c, attentionTraceType: c.kind === "attention_head" ? type : undefined };
+    }
+    return { spec, tokens: ctx.tokenizer.encode(spec.prompt), ablations, trace };
+  });
+  const limit = ctx.maxPromptTokens ?? PROMPT_LENGTH_LIMIT;
+  const lengths = partial.map((p) => p.tokens.length);
+  if (lengths.some((n) => n > limit)) {
+    throw new TdbRequestError(
+      `Prompts must be less than ${limit} tokens long for batched top-k requests. Got these prompt lengths: [${lengths.join(", ")}]`,
+    );
+  }
+  if (new Set(lengths).size > 1) {
+    const listed = partial
+      .map((p) => `${pyListRepr(ctx.tokenizer.tokenStrings(p.tokens))} (${p.tokens.length} tokens)\n`)
+      .join(", ");
+    throw new TdbRequestError(
+      `All prompts must have the same length for batched top-k requests. Got these prompts:\n${listed}`,
+    );
+  }
+  if (lengths.some((n) => n > ctx.model.config.nPositions)) {
+    throw new TdbRequestError(
+      `the prompt has ${Math.max(...lengths)} tokens; this model's context window is ${ctx.model.config.nPositions}`,
+    );
+  }
+  return partial.map((p) => ({
+    ...p,
+    targets: p.spec.targetTokens.map((s) => encodeSingleToken(ctx.tokenizer, s)),
+    distractors: p.spec.distractorTokens.map((s) => encodeSingleToken(ctx.tokenizer, s)),
+  }));
+}
+
+interface SubRun {
+  converted: ConvertedSubRequest;
+  run: InferenceResult;
+  seconds: number;
+  /** Row of the logits card: the traced token, else the last token. */
+  logitToken: number;
+  metrics: LayerMetrics[];
+  tokenDisplayMetrics: LayerMetrics[];
+}
+
+export function handleBatchedTdb(ctx: TdbContext, request: BatchedTdbRequest): BatchedResponse {
+  if (request.subRequests.length === 0)
+    throw new TdbRequestError("subRequests must hold at least one request");
+  const converted = convert(ctx, request);
+  const started = now();
+  const runs: SubRun[] = converted.map((c) => {
+    const t0 = now();
+    const traceType = c.trace?.attentionTraceType;
+    const loss =
+      !c.trace || traceType === "V"
+        ? { name: "logit_diff" as const, targets: c.targets, distractors: c.distractors }
+        : null;
+    const logitToken = c.trace ? c.trace.token : c.tokens.length - 1;
+    const run = runInference(ctx, {
+      tokens: c.tokens,
+      ablations: c.ablations,
+      loss,
+      trace: c.trace,
+      logitTokens: [logitToken],
+    });
+    const basis = {
+      mlp: c.spec.componentTypeForMlp,
+      attention: c.spec.componentTypeForAttention,
+    } as const;
+    checkBasis(ctx, basis);
+    const metrics = allNodeMetrics(ctx, run, basis);
+    const plain = basis.mlp === "neuron" && basis.attention === "attention_head";
+    const tokenDisplayMetrics = plain
+      ? metrics
+      : allNodeMetrics(ctx, run, { mlp: "neuron", attention: "attention_head" });
+    return { converted: c, run, seconds: (now() - t0) / 1000, logitToken, metrics, tokenDisplayMetrics };
+  });
+  const inferenceTime = (now() - started) / 1000;
+
+  const tableNodes = unionNodes(
+    runs.map((r) => selectNodes(r.metrics, r.converted.spec.topAndBottomKForNodeTable)),
+  );
+  const displayNodes = unionNodes(runs.map((r) => selectNodes(r.tokenDisplayMetrics, 1)));
+  const logitNodes = unionNodes(runs.map((r) => selectLogitNodes(ctx, r)));
+  const excluded = ctx.excludedTokenIds ?? defaultExcludedTokenIds(ctx.tokenizer);
+
+  return {
+    inferenceSubResponses: runs.map((r) => {
+      const T = r.converted.tokens.length;
+      const data: InferenceAndTokenData = {
+        inferenceTime,
+        memoryUsedBefore: null,
+        memoryUsedAfter: null,
+        log: null,
+        loss: r.run.loss,
+        activationValueForBackwardPass: r.run.activationValueForBackwardPass,
+        tokensAsInts: r.converted.tokens,
+        tokensAsStrings: ctx.tokenizer.tokenStrings(r.converted.tokens),
+      };
+      const wireTable = tableNodes.map(toWire);
+      const nullList = () => tableNodes.map(() => null);
+      return {
+        inferenceResponse: { inferenceAndTokenData: data },
+        processingResponseDataByName: {
+          topKComponents: multipleTopKResponse(tableNodes, r.metrics, T),
+          componentSumsForTokenDisplay: multipleTopKResponse(displayNodes, r.tokenDisplayMetrics, T),
+          upvotedOutputTokens: {
+            responseDataType: "scored_tokens_response_data",
+            nodeIndices: wireTable,
+            topTokensList: upvotedOutputTokens(ctx, r, tableNodes, excluded),
+          },
+          inputTokensThatUpvoteMlp: {
+            responseDataType: "scored_tokens_response_data",
+            nodeIndices: wireTable,
+            topTokensList: inputTokensThatUpvoteMlp(ctx, r, tableNodes, excluded),
+          },
+          inputTokensThatUpvoteAttnQ: {
+            responseDataType: "scored_tokens_response_data",
+            nodeIndices: wireTable,
+            topTokensList: nullList(),
+          },
+          inputTokensThatUpvoteAttnK: {
+            responseDataType: "scored_tokens_response_data",
+            nodeIndices: wireTable,
+            topTokensList: nullList(),
+          },
+          tokenPairAttribution: {
+            responseDataType: "token_pair_attribution_response_data",
+            nodeIndices: wireTable,
+            topTokensAttendedToList: tokenPairAttribution(ctx, r, tableNodes),
+          },
+          topOutputTokenLogits: logitsResponse(ctx, r, logitNodes),
+        },
+      };
+    }),
+  };
+}
+
+function checkBasis(ctx: TdbModelContext, basis: { mlp: string; attention: string }): void {
+  if (basis.mlp === "autoencoder_latent" && !ctx.mlpAutoencoder) {
+    throw new TdbRequestError(
+      'componentTypeForMlp is "autoencoder_latent" but the server has no MLP autoencoder',
+    );
+  }
+  if (basis.attention === "autoencoder_latent" && !ctx.attentionAutoencoder) {
+    throw new TdbRequestError(
+      'componentTypeForAttention is "autoencoder_latent" but the server has no attention autoencoder',
+    );
+  }
+}
+
+interface LogitNode extends NodeRef {
+  kind: "embedding";
+}
+
+/** vocab_token nodes of the logits card: top and bottom 100 of the logits at the card's token. */
+function selectLogitNodes(ctx: TdbContext, r: SubRun): NodeRef[] {
+  const row = logitRow(ctx, r);
+  const wireToken = r.converted.trace ? r.logitToken : -1;
+  const { top, bottom } = topAndBottom([row], 100);
+  const nodes: NodeRef[] = [];
+  const seen = new Set<number>();
+  for (const p of [...top, ...bottom]) {
+    if (seen.has(p.index)) continue;
+    seen.add(p.index);
+    nodes.push({ kind: "embedding", layer: null, tensorIndices: [wireToken, p.index] } as LogitNode);
+  }
+  return nodes;
+}
+
+function logitRow(ctx: TdbContext, r: SubRun): Float32Array {
+  const V = ctx.model.config.vocabSize;
+  const i = r.run.forward.logitRows.indexOf(r.logitToken);
+  return r.run.forward.logits.subarray(i * V, (i + 1) * V);
+}
+
+function logitsResponse(
+  ctx: TdbContext,
+  r: SubRun,
+  nodes: readonly NodeRef[],
+): MultipleTopKDerivedScalarsResponseData {
+  const row = logitRow(ctx, r);
+  const T = r.converted.tokens.length;
+  // Σ_v logits[t, v] = ln_f(x)[t] · Σ_v W_U[v]: every row's sum without computing every row.
+  const d = ctx.model.config.nEmbd;
+  const columnSum = unembeddingColumnSum(ctx);
+  const hF = r.run.forward.activations.get(hookKey("resid.post_ln_f", null))!;
+  const sums = Array.from({ length: T }, (_, t) => {
+    let s = 0;
+    for (let i = 0; i < d; i++) s += hF[t * d + i] * columnSum[i];
+    return finiteOr999(s);
+  });
+  return {
+    responseDataType: "multiple_top_k_derived_scalars_response_data",
+    activationsByGroupId: { logits: nodes.map((n) => row[n.tensorIndices[1]]) },
+    nodeIndices: nodes.map((n) => ({
+      nodeType: "vocab_token",
+      tensorIndices: n.tensorIndices,
+      layerIndex: null,
+      passType: "forward",
+    })),
+    vocabTokenStringsForIndices: nodes.map((n) => ctx.tokenizer.tokenString(n.tensorIndices[1])),
+    intermediateSumActivationsByDstByGroupId: {
+      logits: { logits: { tensorType: "tensor_1d", value: sums } },
+    },
+  };
+}
+
+const columnSumCache = new WeakMap<Float32Array, Float64Array>();
+function unembeddingColumnSum(ctx: TdbContext): Float64Array {
+  const w = ctx.model.weights.unembedding;
+  const cached = columnSumCache.get(w);
+  if (cached) return cached;
+  const { vocabSize: V, nEmbd: d } = ctx.model.config;
+  const sum = new Float64Array(d);
+  for (let v = 0; v < V; v++) for (let i = 0; i < d; i++) sum[i] += w[v * d + i];
+  columnSumCache.set(w, sum);
+  return sum;
+}
+
+/** The residual-stream write vector of a node in this sub-request (biases excluded). */
+function writeVector(ctx: TdbContext, r: SubRun, node: NodeRef): Float32Array {
+  const { model } = ctx;
+  const d = model.config.nEmbd;
+  const T = r.converted.tokens.length;
+  const acts = r.run.forward.activations;
+  const out = new Float32Array(d);
+  const [t] = node.tensorIndices;
+  switch (node.kind) {
+    case "embedding":
+      out.set(acts.get(hookKey("resid.post_emb", null))!.subarray(t * d, (t + 1) * d));
+      return out;
+    case "mlp_neuron": {
+      const F = model.config.nInner;
+      const n = node.tensorIndices[1];
+      const a = acts.get(hookKey("mlp.post_act", node.layer))![t * F + n];
+      const w = model.weights.layers[node.layer!].projWeight;
+      for (let i = 0; i < d; i++) out[i] = a * w[n * d + i];
+      return out;
+    }
+    case "attention_head": {
+      const [, u, h] = node.tensorIndices;
+      const H = model.config.nHead;
+      const Dh = d / H;
+      const p = acts.get(hookKey("attn.qk_probs", node.layer))![(t * T + u) * H + h];
+      const v = acts.get(hookKey("attn.v", node.layer))!;
+      const wO = model.weights.layers[node.layer!].attnOutWeight;
+      for (let i = 0; i < Dh; i++) {
+        const c = p * v[u * d + h * Dh + i];
+        const row = (h * Dh + i) * d;
+        for (let j = 0; j < d; j++) out[j] += c * wO[row + j];
+      }
+      return out;
+    }
+    case "mlp_latent":
+    case "attention_latent": {
+      const family = (node.kind === "mlp_latent" ? ctx.mlpAutoencoder : ctx.attentionAutoencoder)!;
+      const records = node.kind === "mlp_latent" ? r.run.mlpLatents : r.run.attentionLatents;
+      const ae = family.byLayer.get(node.layer!)!;
+      const l = node.tensorIndices[1];
+      const z = records.get(node.layer!)!.values[t * ae.nLatents + l];
+      const rows = latentWriteRows(model, family, node.layer!);
+      for (let i = 0; i < d; i++) out[i] = z * rows[l * d + i];
+      return out;
+    }
+  }
+}
+
+/** Scores of every vocabulary entry for each row of `directions` ([N, d]) against `matrix` ([V, d]). */
+function scoreAgainstVocabulary(
+  directions: Float32Array,
+  n: number,
+  matrix: Float32Array,
+  d: number,
+  V: number,
+): Float32Array {
+  const out = new Float32Array(n * V);
+  if (n > 0) defaultGemm().nt(directions, matrix, out, n, d, V);
+  return out;
+}
+
+function topTokens(
+  ctx: TdbContext,
+  scores: Float32Array,
+  excluded: ReadonlySet<number>,
+  count = 10,
+): TopTokens {
+  const top = largest(scores, count, excluded);
+  const bottom = smallest(scores, count, excluded);
+  const scale = Math.max(Math.abs(scores[top[0]] ?? 0), Math.abs(scores[bottom[0]] ?? 0));
+  const entry = (id: number) => ({
+    token: ctx.tokenizer.tokenString(id),
+    scalar: scores[id],
+    normalizedScalar: scale === 0 ? 0 : scores[id] / scale,
+  });
+  return { top: top.map(entry), bottom: bottom.map(entry) };
+}
+
+function upvotedOutputTokens(
+  ctx: TdbContext,
+  r: SubRun,
+  nodes: readonly NodeRef[],
+  excluded: ReadonlySet<number>,
+): (TopTokens | null)[] {
+  const { nEmbd: d, vocabSize: V } = ctx.model.config;
+  const gain = ctx.model.weights.lnFGain;
+  const directions = new Float32Array(nodes.length * d);
+  nodes.forEach((node, i) => {
+    const w = writeVector(ctx, r, node);
+    for (let j = 0; j < d; j++) directions[i * d + j] = w[j] * gain[j];
+  });
+  const scores = scoreAgainstVocabulary(directions, nodes.length, ctx.model.weights.unembedding, d, V);
+  return nodes.map((_, i) => {
+    const row = scores.subarray(i * V, (i + 1) * V);
+    let mean = 0;
+    for (let v = 0; v < V; v++) mean += row[v];
+    mean /= V;
+    const centered = new Float32Array(V);
+    for (let v = 0; v < V; v++) centered[v] = row[v] - mean;
+    return topTokens(ctx, centered, excluded);
+  });
+}
+
+/**
+ * ∂(pre-activation)/∂x at the node's own residual x_mid[t], LN2 scale detached, scored against every token
+ * embedding (no position embedding, no centering) — TDB's "input tokens that upvote" this MLP neuron or latent.
+ */
+function inputTokensThatUpvoteMlp(
+  ctx: TdbContext,
+  r: SubRun,
+  nodes: readonly NodeRef[],
+  excluded: ReadonlySet<number>,
+): (TopTokens | null)[] {
+  const { model } = ctx;
+  const { nEmbd: d, nInner: F, vocabSize: V } = model.config;
+  const eligible = nodes
+    .map((n, i) => ({ n, i }))
+    .filter(
+      ({ n }) =>
+        n.kind === "mlp_neuron" ||
+        (n.kind === "mlp_latent" && ctx.mlpAutoencoder?.site !== "resid_delta_mlp"),
+    );
+  const reads = new Float32Array(eligible.length * d);
+  eligible.forEach(({ n }, row) => {
+    const L = n.layer!;
+    const lw = model.weights.layers[L];
+    const t = n.tensorIndices[0];
+    // Gradient of the scalar w.r.t. the LN2 output h2[t].
+    const dh = new Float32Array(d);
+    if (n.kind === "mlp_neuron") {
+      const j = n.tensorIndices[1];
+      for (let i = 0; i < d; i++) dh[i] = lw.fcWeight[i * F + j];
+    } else {
+      const ae = (ctx.mlpAutoencoder as AutoencoderFamily).byLayer.get(L)!;
+      const pre = r.run.forward.activations.get(hookKey("mlp.pre_act", L))!.subarray(t * F, (t + 1) * F);
+      const enc = ae.encoderRow(n.tensorIndices[1]);
+      const dPre = new Float32Array(F);
+      for (let f = 0; f < F; f++) dPre[f] = enc[f] * geluNewDerivative(pre[f]);
+      for (let i = 0; i < d; i++) {
+        let acc = 0;
+        for (let f = 0; f < F; f++) acc += lw.fcWeight[i * F + f] * dPre[f];
+        dh[i] = acc;
+      }
+    }
+    const scale = r.run.forward.activations.get(hookKey("mlp_ln.scale", L))![t];
+    let mean = 0;
+    for (let i = 0; i < d; i++) mean += dh[i] * lw.ln2Gain[i];
+    mean /= d;
+    for (let i = 0; i < d; i++) reads[row * d + i] = (dh[i] * lw.ln2Gain[i] - mean) / scale;
+  });
+  const scores = scoreAgainstVocabulary(reads, eligible.length, model.weights.tokenEmbedding, d, V);
+  const out: (TopTokens | null)[] = nodes.map(() => null);
+  eligible.forEach(({ i }, row) => {
+    out[i] = topTokens(ctx, scores.subarray(row * V, (row + 1) * V), excluded);
+  });
+  return out;
+}
+
+function geluNewDerivative(x: number): number {
+  const k = Math.sqrt(2 / Math.PI);
+  const t = Math.tanh(k * (x + 0.044715 * x * x * x));
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
+}
+
+/** For active attention-write latents: which attended-to tokens drive the latent (§8.6). */
+function tokenPairAttribution(
+  ctx: TdbContext,
+  r: SubRun,
+  nodes: readonly NodeRef[],
+): (TopTokensAttendedTo | null)[] {
+  const family = ctx.attentionAutoencoder;
+  return nodes.map((node) => {
+    if (node.kind !== "attention_latent" || !family || family.site !== "resid_delta_attn") return null;
+    const L = node.layer!;
+    const ae = family.byLayer.get(L)!;
+    const [t, l] = node.tensorIndices;
+    const z = r.run.attentionLatents.get(L)!.values[t * ae.nLatents + l];
+    if (!(z > 0)) return null;
+    const { nEmbd: d, nHead: H } = ctx.model.config;
+    const Dh = d / H;
+    const T = r.converted.tokens.length;
+    const acts = r.run.forward.activations;
+    const probs = acts.get(hookKey("attn.qk_probs", L))!;
+    const v = acts.get(hookKey("attn.v", L))!;
+    const wO = ctx.model.weights.layers[L].attnOutWeight;
+    const enc = ae.encoderRow(l);
+    // W_enc[ℓ]·W_O[h] once per head, then A[t,u,h]·V[u,h]·that.
+    const encO = new Float32Array(d);
+    for (let i = 0; i < d; i++) {
+      let acc = 0;
+      for (let j = 0; j < d; j++) acc += wO[i * d + j] * enc[j];
+      encO[i] = acc;
+    }
+    const attributions = new Float32Array(T);
+    for (let u = 0; u < T; u++) {
+      let acc = 0;
+      for (let h = 0; h < H; h++) {
+        const p = probs[(t * T + u) * H + h];
+        if (p === 0) continue;
+        let dot = 0;
+        for (let i = 0; i < Dh; i++) dot += v[u * d + h * Dh + i] * encO[h * Dh + i];
+        acc += p * dot;
+      }
+      attributions[u] = acc;
+    }
+    const k = Math.min(3, T);
+    const tokenIndices = largest(attributions, k);
+    return { tokenIndices, attributions: tokenIndices.map((u) => attributions[u]) };
+  });
+}
