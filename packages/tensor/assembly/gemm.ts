@@ -1,21 +1,24 @@
-// WebAssembly SIMD128 GEMM kernel (AssemblyScript). See docs/engine-notes.md, appendix A.
+// WebAssembly SIMD128 GEMM kernel (AssemblyScript); design notes in docs/engine-notes.md, appendix A.
 //
-// C[m×n] (=|+=) op(A)·op(B), all row-major f32, pointers are byte offsets into the imported memory.
-// Blocking: K in blocks of KB; for each K block, A is packed once as 4-row groups laid out [kc][4]; B is packed
-// per NB-column panel as 8-column strips laid out [kc][8]. The 4×8 register tile then streams both packs with
-// unit stride. Rows/columns past the matrix edge are packed as zeros and never stored.
+// C[m×n] (=|+=) op(A)·op(B), row-major f32; pointers are byte offsets into the imported memory, unaligned is fine.
+// K is processed in blocks of KB; within a block A is packed once, in 4-row groups.
+//  * A·B and Atᵀ·B: 4×8 register tiles. A groups are laid out [kc][4]; B is packed one 8-column strip ([kc][8]) at
+//    a time by the first row tile, which computes with the strip while copying it, and the remaining row tiles
+//    then read the strip from L1.
+//  * A·Btᵀ: dot products of A rows with Bt rows, both contiguous in k, so Bt (usually a large weight matrix) is
+//    read in place with no packing pass; A groups are laid out [kc/4][4 rows][4 k].
+// Rows and columns past the matrix edge are packed as zeros and never stored.
 
 const KB: i32 = 1024;
-const NB: i32 = 256;
 
 /** Floats of packA scratch needed for an m×k product (4-row groups × one K block). */
 export function packASize(m: i32, k: i32): i32 {
   return ((m + 3) >> 2) * 4 * min(k, KB);
 }
 
-/** Floats of packB scratch needed for a k-deep product (one NB-wide panel × one K block). */
+/** Floats of packB scratch needed for a k-deep product (one 8-column strip × one K block). */
 export function packBSize(k: i32): i32 {
-  return NB * min(k, KB);
+  return 8 * min(k, KB);
 }
 
 // Copies a [kc × cols] block whose rows are `ld` bytes apart into [kc][w] (w = 4 or 8), zero-padding cols..w.
@@ -48,52 +51,46 @@ function packRows(src: usize, ld: usize, cols: i32, w: i32, kc: i32, dst: usize)
   }
 }
 
-// Packs `rows` rows (each `ld` bytes apart, kc contiguous floats) transposed into [kc][w] (w = 4 or 8),
-// zero-padding rows..w. Full 4-row groups use 4×4 SIMD transposes.
+// Packs `rows` ≤ 4 rows of A (each `ld` bytes apart, kc contiguous floats) transposed into [kc][4], zero-padding
+// rows..4. A full group uses 4×4 SIMD transposes.
 @inline
-function packRowsTransposed(src: usize, ld: usize, rows: i32, w: i32, kc: i32, dst: usize): void {
-  const wb = <usize>(w << 2);
-  for (let g = 0; g < w; g += 4) {
-    const s = src + <usize>g * ld;
-    const d = dst + (<usize>g << 2);
-    const valid = rows - g;
-    if (valid >= 4) {
-      const s1 = s + ld;
-      const s2 = s1 + ld;
-      const s3 = s2 + ld;
-      let p = 0;
-      for (; p + 4 <= kc; p += 4) {
-        const o = <usize>p << 2;
-        const r0 = v128.load(s + o);
-        const r1 = v128.load(s1 + o);
-        const r2 = v128.load(s2 + o);
-        const r3 = v128.load(s3 + o);
-        const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5);
-        const t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
-        const t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
-        const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
-        const out = d + <usize>p * wb;
-        v128.store(out, i64x2.shuffle(t0, t1, 0, 2));
-        v128.store(out + wb, i64x2.shuffle(t0, t1, 1, 3));
-        v128.store(out + 2 * wb, i64x2.shuffle(t2, t3, 0, 2));
-        v128.store(out + 3 * wb, i64x2.shuffle(t2, t3, 1, 3));
-      }
-      for (; p < kc; p++) {
-        const o = <usize>p << 2;
-        const out = d + <usize>p * wb;
-        store<f32>(out, load<f32>(s + o));
-        store<f32>(out, load<f32>(s1 + o), 4);
-        store<f32>(out, load<f32>(s2 + o), 8);
-        store<f32>(out, load<f32>(s3 + o), 12);
-      }
-    } else {
-      for (let p = 0; p < kc; p++) {
-        const o = <usize>p << 2;
-        const out = d + <usize>p * wb;
-        for (let r = 0; r < 4; r++) {
-          store<f32>(out + (<usize>r << 2), r < valid ? load<f32>(s + <usize>r * ld + o) : 0);
-        }
-      }
+function packATransposed(src: usize, ld: usize, rows: i32, kc: i32, dst: usize): void {
+  if (rows == 4) {
+    const s1 = src + ld;
+    const s2 = s1 + ld;
+    const s3 = s2 + ld;
+    let p = 0;
+    for (; p + 4 <= kc; p += 4) {
+      const o = <usize>p << 2;
+      const r0 = v128.load(src + o);
+      const r1 = v128.load(s1 + o);
+      const r2 = v128.load(s2 + o);
+      const r3 = v128.load(s3 + o);
+      const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5);
+      const t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+      const t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
+      const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+      const out = dst + (<usize>p << 4);
+      v128.store(out, i64x2.shuffle(t0, t1, 0, 2));
+      v128.store(out, i64x2.shuffle(t0, t1, 1, 3), 16);
+      v128.store(out, i64x2.shuffle(t2, t3, 0, 2), 32);
+      v128.store(out, i64x2.shuffle(t2, t3, 1, 3), 48);
+    }
+    for (; p < kc; p++) {
+      const o = <usize>p << 2;
+      const out = dst + (<usize>p << 4);
+      store<f32>(out, load<f32>(src + o));
+      store<f32>(out, load<f32>(s1 + o), 4);
+      store<f32>(out, load<f32>(s2 + o), 8);
+      store<f32>(out, load<f32>(s3 + o), 12);
+    }
+    return;
+  }
+  for (let p = 0; p < kc; p++) {
+    const o = <usize>p << 2;
+    const out = dst + (<usize>p << 4);
+    for (let r = 0; r < 4; r++) {
+      store<f32>(out + (<usize>r << 2), r < rows ? load<f32>(src + <usize>r * ld + o) : 0);
     }
   }
 }
@@ -231,8 +228,7 @@ function tilePacking(ap: usize, src: usize, ld: usize, bp: usize, kc: i32, c: us
   storeTile(c, ldc, mr, 8, add, tmp, c00, c01, c10, c11, c20, c21, c30, c31);
 }
 
-// ---- A·Btᵀ as dot products: rows of A and Bt are both contiguous in k, so Bt is read in place (no packing pass
-// over what is usually a large weight matrix). A is packed per 4-row group as [kc/4][4 rows][4 k], followed by the
+// ---- A·Btᵀ as dot products. A is packed per 4-row group as [kc/4][4 rows][4 k], followed by the
 // kc % 4 leftover k values as [rem][4 rows]; rows past m are zeros.
 
 @inline
@@ -360,7 +356,7 @@ function gemmNT(a: usize, b: usize, c: usize, m: i32, k: i32, n: i32, j0: i32, j
   }
 }
 
-// ---- A·B (and Atᵀ·B): 4×8 register tiles over packed A and packed B panels.
+// ---- A·B and Atᵀ·B: 4×8 register tiles over packed A groups and packed B strips.
 
 function gemmNN(transA: i32, a: usize, b: usize, c: usize, m: i32, k: i32, n: i32, j0: i32, j1: i32, accumulate: i32, packA: usize, packB: usize, tmp: usize): void {
   const ldc = <usize>n << 2;
@@ -369,36 +365,26 @@ function gemmNN(transA: i32, a: usize, b: usize, c: usize, m: i32, k: i32, n: i3
     const kc = min(KB, k - k0);
     const add = accumulate != 0 || k0 > 0;
     const groupA = <usize>kc << 4;
-    const stripB = <usize>kc << 5;
     for (let i0 = 0; i0 < m; i0 += 4) {
       const mr = min(4, m - i0);
       const dst = packA + <usize>(i0 >> 2) * groupA;
       if (transA) packRows(a + ((<usize>k0 * <usize>m + <usize>i0) << 2), <usize>m << 2, mr, 4, kc, dst);
-      else packRowsTransposed(a + ((<usize>i0 * <usize>k + <usize>k0) << 2), <usize>k << 2, mr, 4, kc, dst);
+      else packATransposed(a + ((<usize>i0 * <usize>k + <usize>k0) << 2), <usize>k << 2, mr, kc, dst);
     }
-    for (let jp = j0; jp < j1; jp += NB) {
-      const nc = min(NB, j1 - jp);
-      const crow0 = c + (<usize>jp << 2);
-      // Row tile 0 packs the full strips as it goes; a partial last strip is packed (zero-padded) first.
-      const src = b + ((<usize>k0 * <usize>n + <usize>jp) << 2);
-      const full = nc & ~7;
-      const mr0 = min(4, m);
-      for (let js = 0; js < full; js += 8) {
-        const bp = packB + <usize>(js >> 3) * stripB;
-        tilePacking(packA, src + (<usize>js << 2), ldb, bp, kc, crow0 + (<usize>js << 2), ldc, mr0, add, tmp);
-      }
-      if (full < nc) {
-        const bp = packB + <usize>(full >> 3) * stripB;
-        packRows(src + (<usize>full << 2), ldb, nc - full, 8, kc, bp);
-        tile(packA, bp, kc, crow0 + (<usize>full << 2), ldc, mr0, nc - full, add, tmp);
+    // Strip by strip: row tile 0 packs the strip while using it, the other row tiles then find it in L1.
+    const src = b + ((<usize>k0 * <usize>n) << 2);
+    const mr0 = min(4, m);
+    for (let j = j0; j < j1; j += 8) {
+      const nr = min(8, j1 - j);
+      const cj = c + (<usize>j << 2);
+      if (nr == 8) {
+        tilePacking(packA, src + (<usize>j << 2), ldb, packB, kc, cj, ldc, mr0, add, tmp);
+      } else {
+        packRows(src + (<usize>j << 2), ldb, nr, 8, kc, packB);
+        tile(packA, packB, kc, cj, ldc, mr0, nr, add, tmp);
       }
       for (let i0 = 4; i0 < m; i0 += 4) {
-        const mr = min(4, m - i0);
-        const ap = packA + <usize>(i0 >> 2) * groupA;
-        const crow = crow0 + <usize>i0 * ldc;
-        for (let js = 0; js < nc; js += 8) {
-          tile(ap, packB + <usize>(js >> 3) * stripB, kc, crow + (<usize>js << 2), ldc, mr, min(8, nc - js), add, tmp);
-        }
+        tile(packA + <usize>(i0 >> 2) * groupA, packB, kc, cj + <usize>i0 * ldc, ldc, min(4, m - i0), nr, add, tmp);
       }
     }
   }
@@ -408,7 +394,7 @@ function gemmNN(transA: i32, a: usize, b: usize, c: usize, m: i32, k: i32, n: i3
  * C[m×n] (=|+=) op(A)·op(B) for columns j0..j1 of C only (so threads can split the columns).
  * transA = 0: A is [m×k]; 1: A is given as At[k×m]. transB = 0: B is [k×n]; 1: B is given as Bt[n×k]
  * (transA and transB together are not supported). Pointers are byte offsets; nothing needs alignment.
- * Scratch: packA ≥ packASize(m, k) floats, packB ≥ packBSize(k) floats, tmp ≥ 32 floats.
+ * Scratch: packA ≥ packASize(m, k) floats, packB ≥ packBSize(k) floats, tmp ≥ 32 floats (none may overlap).
  */
 export function gemm(
   transA: i32,
