@@ -51,6 +51,8 @@ class WasmEngine {
   /** Every buffer object memory.buffer has returned; growing replaces the object but not the storage. */
   private readonly buffers = new WeakSet<ArrayBufferLike>();
   private top = HEAP_START;
+  /** Nothing at or above this address has been handed out yet, so it still holds the zeros memory.grow gave it. */
+  private untouched = HEAP_START;
   /** Free blocks, sorted by address, adjacent blocks merged. */
   private free: { ptr: number; bytes: number }[] = [];
   private readonly sizes = new Map<number, number>();
@@ -76,6 +78,14 @@ class WasmEngine {
     return new Float32Array(this.buffer(), ptr, length);
   }
 
+  /** Like allocate(), but the block reads as zeros; fresh memory from growing already does, so it isn't filled. */
+  allocateZeroed(bytes: number): number {
+    const untouched = this.untouched;
+    const ptr = this.allocate(bytes);
+    if (ptr < untouched) new Uint8Array(this.buffer(), ptr, Math.min(bytes, untouched - ptr)).fill(0);
+    return ptr;
+  }
+
   /** Returns the byte address of a fresh block of at least `bytes` bytes. */
   allocate(bytes: number): number {
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
@@ -94,6 +104,7 @@ class WasmEngine {
       this.ensureCapacity(ptr + size);
       this.top = ptr + size;
     }
+    this.untouched = Math.max(this.untouched, ptr + size);
     this.sizes.set(ptr, size);
     return ptr;
   }
@@ -185,10 +196,8 @@ export function allocateF32(n: number): Float32Array {
   if (!Number.isInteger(n) || n < 0) throw new RangeError("allocateF32: n must be a non-negative integer");
   const e = getEngine();
   if (!e) return new Float32Array(n);
-  const ptr = e.allocate(n * 4);
-  const view = e.view(ptr, n);
-  view.fill(0);
-  return view;
+  const ptr = e.allocateZeroed(n * 4);
+  return e.view(ptr, n);
 }
 
 /**
