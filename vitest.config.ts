@@ -11,7 +11,7 @@ export default defineConfig({
         find: /^@tdb\/model\/node$/,
         replacement: fileURLToPath(new URL("./packages/model/src/node/index.ts", import.meta.url)),
       },
-      ...["tensor", "model", "attribution", "server", "cli"].map((name) => ({
+      ...["tensor", "model", "attribution", "datasets", "explain", "server", "cli"].map((name) => ({
         find: new RegExp(`^@tdb/${name}$`),
         replacement: pkg(name),
       })),
