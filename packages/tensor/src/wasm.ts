@@ -201,8 +201,9 @@ export function allocateF32(n: number): Float32Array {
 }
 
 /**
- * Returns the block behind an array from allocateF32 to the allocator; the array must not be used afterwards.
- * Other arrays (plain ones, subarrays) are ignored. Returns whether a block was freed.
+ * Returns the block behind an array from allocateF32 to the allocator; the array (and views of it) must not be used
+ * afterwards. Arrays that do not start such a block (plain ones, inner subarrays) are ignored. Returns whether a
+ * block was freed.
  */
 export function freeF32(array: Float32Array): boolean {
   const e = getEngine();
