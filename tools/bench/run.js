@@ -1,11 +1,46 @@
 // Benchmark runner (`npm run bench`): prints one JSON object per result line. With --json nothing else is printed.
 // Benchmarks import the built packages, so run `npm run build` first.
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { benchGemm } from "./gemm.mjs";
+import { benchModel } from "./model.mjs";
 
 const jsonOnly = process.argv.includes("--json");
-const suites = [["gemm", benchGemm]];
+const suites = [
+  ["gemm", benchGemm],
+  ["model", benchModel],
+  ["torch baseline (dev machines with .venv only)", benchTorch],
+];
 
+/** PyTorch's numbers on this machine in the same run, so ratios compare like with like. */
+async function benchTorch() {
+  const python = new URL("../../.venv/bin/python", import.meta.url).pathname;
+  if (!existsSync(python)) return [];
+  const script = new URL("./torch_gpt2.py", import.meta.url).pathname;
+  const env = { ...process.env, OMP_NUM_THREADS: "1", OPENBLAS_NUM_THREADS: "1", MKL_NUM_THREADS: "1" };
+  const out = execFileSync(python, [script], { env, encoding: "utf8" });
+  return out
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line));
+}
+
+const all = new Map();
 for (const [name, run] of suites) {
   if (!jsonOnly) console.log(`# ${name}`);
-  for (const result of await run()) console.log(JSON.stringify(result));
+  for (const result of await run()) {
+    all.set(result.bench, result);
+    console.log(JSON.stringify(result));
+  }
 }
+// Ratios against PyTorch measured in this same run (> 1 means we are faster).
+const ratio = (ours, theirs) => {
+  const a = all.get(ours);
+  const b = all.get(theirs);
+  if (a && b)
+    console.log(
+      JSON.stringify({ bench: `${ours}-vs-torch`, speedup: Number((b.median_ms / a.median_ms).toFixed(3)) }),
+    );
+};
+ratio("gpt2-small-forward-t32", "torch-gpt2-small-forward-t32");
+ratio("gpt2-small-tdb-request-t32", "torch-gpt2-small-forward-backward-t32");

@@ -112,17 +112,14 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
   const grad = run.gradients.get(hookKey("attn.qk_probs", layer));
   const v = run.forward.activations.get(hookKey("attn.v", layer))!;
   const wO = model.weights.layers[layer].attnOutWeight; // [d_in = H·Dh, d]
-  // ‖V[u,h]·W_O[h]‖ for every key token and head.
-  const vo = new Float32Array(T * H * d);
-  for (let u = 0; u < T; u++) {
-    for (let h = 0; h < H; h++) {
-      const out = vo.subarray((u * H + h) * d, (u * H + h + 1) * d);
-      for (let i = 0; i < Dh; i++) {
-        const coef = v[u * d + h * Dh + i];
-        const row = (h * Dh + i) * d;
-        for (let j = 0; j < d; j++) out[j] += coef * wO[row + j];
-      }
-    }
+  // V[u,h]·W_O[h] for every key token and head, one GEMM per head: [T, Dh]·[Dh, d].
+  const vo = new Float32Array(T * H * d); // [u, h, :]
+  const vHead = new Float32Array(T * Dh);
+  const voHead = new Float32Array(T * d);
+  for (let h = 0; h < H; h++) {
+    for (let u = 0; u < T; u++) vHead.set(v.subarray(u * d + h * Dh, u * d + (h + 1) * Dh), u * Dh);
+    gemm.nn(vHead, wO.subarray(h * Dh * d, (h + 1) * Dh * d), voHead, T, Dh, d);
+    for (let u = 0; u < T; u++) vo.set(voHead.subarray(u * d, (u + 1) * d), (u * H + h) * d);
   }
   const voNorm = new Float32Array(T * H);
   for (let k = 0; k < T * H; k++) {
@@ -131,7 +128,9 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
     voNorm[k] = Math.sqrt(sq);
   }
   const live = precedes(layer, "attention", run.finalLocation);
-  const g = run.finalResidualGradient;
+  // projected[(u·H + h)·T + t] = (V[u,h]·W_O[h]) · g[t]
+  const projected = new Float32Array(T * H * T);
+  if (live) gemm.nt(vo, run.finalResidualGradient, projected, T * H, d, T);
   const writeNorm = new Float32Array(T * T * H);
   const actTimesGrad = new Float32Array(T * T * H);
   const direct = new Float32Array(T * T * H);
@@ -142,12 +141,7 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
         const p = probs[i];
         writeNorm[i] = p * voNorm[u * H + h];
         actTimesGrad[i] = grad ? p * grad[i] : 0;
-        if (live) {
-          let dot = 0;
-          const o = (u * H + h) * d;
-          for (let j = 0; j < d; j++) dot += vo[o + j] * g[t * d + j];
-          direct[i] = p * dot;
-        }
+        if (live) direct[i] = p * projected[(u * H + h) * T + t];
       }
     }
   }

@@ -20,6 +20,8 @@ export function topAndBottom(
   arrays.forEach((values, source) => {
     for (let index = 0; index < values.length; index++) {
       const value = values[index];
+      // Most values lose to both heaps' current k-th entries; skip them without allocating.
+      if (top.full && value < top.worstValue && bottom.full && value > bottom.worstValue) continue;
       top.offer(source, index, value);
       bottom.offer(source, index, value);
     }
@@ -39,6 +41,15 @@ class BoundedHeap {
     private readonly k: number,
     private readonly worse: (a: Picked, b: Picked) => boolean,
   ) {}
+
+  get full(): boolean {
+    return this.heap.length >= this.k;
+  }
+
+  /** Value of the worst kept item (NaN while empty). */
+  get worstValue(): number {
+    return this.heap.length > 0 ? this.heap[0].value : Number.NaN;
+  }
 
   offer(source: number, index: number, value: number): void {
     if (this.k <= 0) return;

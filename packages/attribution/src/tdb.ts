@@ -212,7 +212,11 @@ function intermediateSums(
         for (const m of layers) {
           const H = m.shape[2];
           const v = m.metrics[group];
-          for (let i = 0; i < v.length; i++) sums[Math.floor(i / H)] += v[i];
+          for (let pair = 0; pair < T * T; pair++) {
+            let acc = 0;
+            for (let h = 0; h < H; h++) acc += v[pair * H + h];
+            sums[pair] += acc;
+          }
         }
         const value = Array.from({ length: T }, (_, t) =>
           Array.from(sums.subarray(t * T, (t + 1) * T), finiteOr999),
@@ -223,7 +227,11 @@ function intermediateSums(
         for (const m of layers) {
           const width = m.shape[1];
           const v = m.metrics[group];
-          for (let i = 0; i < v.length; i++) sums[Math.floor(i / width)] += v[i];
+          for (let t = 0; t < T; t++) {
+            let acc = 0;
+            for (let i = t * width; i < (t + 1) * width; i++) acc += v[i];
+            sums[t] += acc;
+          }
         }
         byDst[DST_NAMES[kind][group]] = { tensorType: "tensor_1d", value: Array.from(sums, finiteOr999) };
       }

@@ -1,0 +1,50 @@
+"""PyTorch baseline for the model benchmarks (dev only): GPT-2-small-shaped random model, 32 tokens, one thread.
+
+Prints JSON lines: forward, and forward + backward to every activation (a single-logit-difference loss, as TDB).
+Run: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python tools/bench/torch_gpt2.py
+"""
+
+import json
+import statistics
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = GPT2LMHeadModel(GPT2Config(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024))
+model.eval()
+for p in model.parameters():
+    p.requires_grad_(False)
+ids = torch.randint(0, 50257, (1, 32))
+
+
+def median_ms(fn, warmup=2, reps=9):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def forward():
+    with torch.no_grad():
+        model(ids)
+
+
+def forward_backward():
+    # Gradients w.r.t. every activation (hidden states), not parameters: the TDB workload.
+    embeds = model.transformer.wte(ids).detach().requires_grad_(True)
+    out = model(inputs_embeds=embeds, output_hidden_states=True)
+    for h in out.hidden_states:
+        h.retain_grad()
+    loss = out.logits[0, -1, 1] - out.logits[0, -1, 2]
+    loss.backward()
+
+
+print(json.dumps({"bench": "torch-gpt2-small-forward-t32", "median_ms": median_ms(forward)}))
+print(json.dumps({"bench": "torch-gpt2-small-forward-backward-t32", "median_ms": median_ms(forward_backward)}))
