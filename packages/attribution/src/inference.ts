@@ -518,7 +518,7 @@ function autoencoderHook(
         // in the reconstruction, so only the error term's −decode(z) sends gradient back through the encoder.
         const back = new Float32Array(dz.length);
         for (const i of touched) back[i] = -dz[i];
-        const dx = ae.encodeBackward(back, preActivations, z, T);
+        const dx = ae.encodeBackward(back, z, T);
         for (let i = 0; i < dx.length; i++) dx[i] += g[i];
         return dx;
       },

@@ -120,8 +120,8 @@ export class SparseAutoencoder {
     return dz;
   }
 
-  /** dL/dx from dL/dz through the activation (its derivative at `pre`, with the TopK selection in `z`). */
-  encodeBackward(dz: Float32Array, pre: Float32Array, z: Float32Array, rows: number): Float32Array {
+  /** dL/dx from dL/dz through the activation: a latent passes gradient where it fired (z > 0; TopK selects too). */
+  encodeBackward(dz: Float32Array, z: Float32Array, rows: number): Float32Array {
     const dPre = new Float32Array(dz.length);
     for (let i = 0; i < dz.length; i++) {
       const passes = this.activation.kind === "identity" ? true : z[i] > 0;
