@@ -1,1 +1,10 @@
-export {};
+export * from "./cors.js";
+export * from "./datasets.js";
+export { HttpError } from "./http.js";
+export { buildOpenApi } from "./openapi.js";
+export * from "./public-datasets.js";
+export { InferenceQueue } from "./queue.js";
+export * from "./records.js";
+export { modelInfo } from "./routes/inference.js";
+export { DEFAULT_LIMITS, type Route, type ServerLimits } from "./routes/route.js";
+export * from "./server.js";
