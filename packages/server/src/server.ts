@@ -228,9 +228,14 @@ export function createTdbServer(options: TdbServerOptions): TdbServer {
       socket.destroy();
       return;
     }
-    const body = JSON.stringify({ message: `Bad HTTP request: ${error.code ?? error.message}` });
+    const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+    const status = tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    const message = tooLarge
+      ? "Request headers too large"
+      : `Bad HTTP request: ${error.code ?? error.message}`;
+    const body = JSON.stringify({ message });
     socket.end(
-      `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   });
 

@@ -41,13 +41,16 @@ async function fileSize(path: string): Promise<number | null> {
 }
 
 /** The file under `root` that `pathname` names, or null (outside the root, hidden, missing, a folder). */
-export async function resolveStaticPath(root: string, pathname: string): Promise<string | null> {
-  let decoded: string;
+function decodePath(pathname: string): string {
   try {
-    decoded = decodeURIComponent(pathname);
+    return decodeURIComponent(pathname);
   } catch {
     throw new HttpError(400, `Malformed URL path: ${pathname.slice(0, 200)}`);
   }
+}
+
+export async function resolveStaticPath(root: string, pathname: string): Promise<string | null> {
+  const decoded = decodePath(pathname);
   if (decoded.includes("\0") || decoded.includes("\\")) return null;
   const parts = decoded.split("/").filter((p) => p !== "");
   if (parts.some((p) => p === ".." || p.startsWith("."))) return null;
@@ -94,6 +97,7 @@ export async function serveViewer(
   pathname: string,
   placeholder: () => string,
 ): Promise<void> {
+  decodePath(pathname);
   if (root !== null) {
     const file = await resolveStaticPath(root, pathname);
     if (file !== null) {
