@@ -8,6 +8,10 @@ export default defineConfig({
     // Tests run against sources, so a change is tested without a rebuild.
     alias: [
       {
+        find: /^@tdb\/tensor\/node$/,
+        replacement: fileURLToPath(new URL("./packages/tensor/src/node/index.ts", import.meta.url)),
+      },
+      {
         find: /^@tdb\/model\/node$/,
         replacement: fileURLToPath(new URL("./packages/model/src/node/index.ts", import.meta.url)),
       },

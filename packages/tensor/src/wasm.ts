@@ -47,7 +47,8 @@ const KEEP_SCRATCH_BYTES = 32 * 1024 * 1024;
 
 class WasmEngine {
   readonly kernel: KernelExports;
-  private readonly memory: WasmMemory;
+  readonly memory: WasmMemory;
+  readonly module: object;
   /** Every buffer object memory.buffer has returned; growing replaces the object but not the storage. */
   private readonly buffers = new WeakSet<ArrayBufferLike>();
   private top = HEAP_START;
@@ -60,7 +61,8 @@ class WasmEngine {
 
   constructor(api: WasmApi, bytes: Uint8Array) {
     this.memory = new api.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
-    const instance = new api.Instance(new api.Module(bytes), { env: { memory: this.memory } });
+    this.module = new api.Module(bytes);
+    const instance = new api.Instance(this.module, { env: { memory: this.memory } });
     this.kernel = instance.exports as unknown as KernelExports;
   }
 
@@ -216,8 +218,25 @@ export function isWasmResident(array: Float32Array): boolean {
   return getEngine()?.contains(array) ?? false;
 }
 
-function createWasmGemm(e: WasmEngine): Gemm {
-  const { kernel } = e;
+/** One kernel call with every operand already inside the WASM memory (byte addresses). */
+export interface KernelJob {
+  transA: number;
+  transB: number;
+  a: number;
+  b: number;
+  c: number;
+  m: number;
+  k: number;
+  n: number;
+  accumulate: number;
+}
+
+/** Where thread `index` keeps the kernel's 32-float tile buffer (page 0, 256 bytes apart). */
+export function tileScratch(index: number): number {
+  return TILE_TMP + 256 * index;
+}
+
+function createWasmGemm(e: WasmEngine, execute: (job: KernelJob) => void): Gemm {
   // Operands outside the WASM memory are copied into named scratch blocks; C is copied back afterwards.
   const place = (name: string, array: Float32Array, length: number, copyIn: boolean): number => {
     if (e.contains(array)) return array.byteOffset;
@@ -245,9 +264,7 @@ function createWasmGemm(e: WasmEngine): Gemm {
     const aPtr = place("a", a, m * k, true);
     const bPtr = place("b", b, k * n, true);
     const cPtr = place("c", c, m * n, accumulate);
-    const packA = e.scratchBlock("packA", kernel.packASize(m, k) * 4);
-    const packB = e.scratchBlock("packB", kernel.packBSize(k) * 4);
-    kernel.gemm(transA, transB, aPtr, bPtr, cPtr, m, k, n, 0, n, accumulate ? 1 : 0, packA, packB, TILE_TMP);
+    execute({ transA, transB, a: aPtr, b: bPtr, c: cPtr, m, k, n, accumulate: accumulate ? 1 : 0 });
     if (!e.contains(c)) c.set(e.view(cPtr, m * n));
     for (const name of ["a", "b", "c"]) e.trimScratch(name);
   };
@@ -258,6 +275,49 @@ function createWasmGemm(e: WasmEngine): Gemm {
   };
 }
 
+/** Runs columns [j0, j1) of a job on the calling thread, with scratch blocks named after `thread`. */
+function runColumns(e: WasmEngine, job: KernelJob, j0: number, j1: number, thread: number): void {
+  const { kernel } = e;
+  const suffix = thread === 0 ? "" : `.${thread}`;
+  const packA = e.scratchBlock(`packA${suffix}`, kernel.packASize(job.m, job.k) * 4);
+  const packB = e.scratchBlock(`packB${suffix}`, kernel.packBSize(job.k) * 4);
+  const { transA, transB, a, b, c, m, k, n, accumulate } = job;
+  kernel.gemm(transA, transB, a, b, c, m, k, n, j0, j1, accumulate, packA, packB, tileScratch(thread));
+}
+
+/**
+ * Internal to this package (used by the Node-only threaded GEMM, not exported from the package root): the shared
+ * memory and compiled module, so other threads can instantiate the same kernel on the same memory.
+ */
+export interface WasmHost {
+  /** The shared WebAssembly.Memory every allocateF32 array lives in. */
+  readonly memory: unknown;
+  /** The compiled kernel (a WebAssembly.Module). */
+  readonly module: unknown;
+  /** A scratch block kept between calls; the same name always names the same block until it has to grow. */
+  scratchBlock(name: string, bytes: number): number;
+  packASize(m: number, k: number): number;
+  packBSize(k: number): number;
+  /** The calling thread's share of a job: columns [j0, j1), with thread 0's scratch. */
+  runColumns(job: KernelJob, j0: number, j1: number): void;
+  /** A GEMM that checks arguments and places operands, then hands the kernel call to `execute`. */
+  createGemm(execute: (job: KernelJob) => void): Gemm;
+}
+
+export function wasmHost(): WasmHost | null {
+  const e = getEngine();
+  if (!e) return null;
+  return {
+    memory: e.memory,
+    module: e.module,
+    scratchBlock: (name, bytes) => e.scratchBlock(name, bytes),
+    packASize: (m, k) => e.kernel.packASize(m, k),
+    packBSize: (k) => e.kernel.packBSize(k),
+    runColumns: (job, j0, j1) => runColumns(e, job, j0, j1, 0),
+    createGemm: (execute) => createWasmGemm(e, execute),
+  };
+}
+
 let wasmGemmInstance: Gemm | undefined;
 
 /** The WebAssembly SIMD128 GEMM (instantiated on first use). Throws where WebAssembly SIMD is unavailable. */
@@ -265,6 +325,6 @@ export function wasmGemm(): Gemm {
   if (wasmGemmInstance) return wasmGemmInstance;
   const e = getEngine();
   if (!e) throw new Error(`WebAssembly GEMM unavailable: ${String(engineError)}`);
-  wasmGemmInstance = createWasmGemm(e);
+  wasmGemmInstance = createWasmGemm(e, (job) => runColumns(e, job, 0, job.n, 0));
   return wasmGemmInstance;
 }

@@ -8,138 +8,17 @@ import { describe, expect, it } from "vitest";
 import { decodeBase64 } from "../src/base64.js";
 import {
   allocateF32,
+  currentDefaultGemm,
   defaultGemm,
   freeF32,
   type Gemm,
   isWasmGemmAvailable,
   isWasmResident,
   referenceGemm,
+  setDefaultGemm,
   wasmGemm,
 } from "../src/index.js";
-
-type Variant = "nn" | "nt" | "tn";
-const VARIANTS: Variant[] = ["nn", "nt", "tn"];
-
-/** Deterministic uniform values in [-1, 1). */
-function random(length: number, seed: number): Float32Array {
-  let state = (seed * 2654435761) >>> 0 || 1;
-  const out = new Float32Array(length);
-  for (let i = 0; i < length; i++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    out[i] = (state >>> 0) / 2147483648 - 1;
-  }
-  return out;
-}
-
-/**
- * Independent oracle: float64 triple loop straight from the definition, indexing each layout explicitly.
- * Returns the expected C and, per element, Σ|a·b| (which bounds the float32 rounding error).
- */
-function oracle(
-  variant: Variant,
-  a: Float32Array,
-  b: Float32Array,
-  c0: Float32Array | null,
-  m: number,
-  k: number,
-  n: number,
-): { expected: Float64Array; magnitude: Float64Array } {
-  const expected = new Float64Array(m * n);
-  const magnitude = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let sum = c0 ? c0[i * n + j] : 0;
-      let mag = Math.abs(sum);
-      for (let p = 0; p < k; p++) {
-        const aip = variant === "tn" ? a[p * m + i] : a[i * k + p];
-        const bpj = variant === "nt" ? b[j * k + p] : b[p * n + j];
-        sum += aip * bpj;
-        mag += Math.abs(aip * bpj);
-      }
-      expected[i * n + j] = sum;
-      magnitude[i * n + j] = mag;
-    }
-  }
-  return { expected, magnitude };
-}
-
-/** Largest |got - expected| / bound, where bound is the float32 accumulation error bound (k+2)·ε·Σ|a·b|. */
-function worstError(got: Float32Array, expected: Float64Array, magnitude: Float64Array, k: number): number {
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) {
-    const bound = (k + 2) * 2 ** -24 * magnitude[i] + 1e-30;
-    worst = Math.max(worst, Math.abs(got[i] - expected[i]) / bound);
-  }
-  return worst;
-}
-
-interface Placement {
-  /** Where each operand lives: plain JS array, allocateF32 block, or a view at an odd offset inside WASM memory. */
-  a: "js" | "wasm" | "wasm-offset";
-  b: "js" | "wasm" | "wasm-offset";
-  c: "js" | "wasm" | "wasm-offset";
-}
-
-function place(values: Float32Array, where: Placement["a"], extra = 0): Float32Array {
-  if (where === "js") {
-    const out = new Float32Array(values.length + extra);
-    out.set(values);
-    return out;
-  }
-  // One float of offset makes the view 4-byte but not 16-byte aligned.
-  const offset = where === "wasm-offset" ? 1 : 0;
-  const block = allocateF32(values.length + offset + extra);
-  const view = block.subarray(offset);
-  view.set(values);
-  return view;
-}
-
-function runCase(
-  gemm: Gemm,
-  variant: Variant,
-  m: number,
-  k: number,
-  n: number,
-  accumulate: boolean,
-  seed: number,
-  placement: Placement = { a: "js", b: "js", c: "js" },
-): number {
-  const aValues = random(m * k, seed);
-  const bValues = random(k * n, seed + 1);
-  const cValues = random(m * n, seed + 2);
-  const a = place(aValues, placement.a);
-  const b = place(bValues, placement.b);
-  // C gets 3 spare elements that must stay untouched.
-  const c = place(cValues, placement.c, 3);
-  c.fill(7, m * n);
-  gemm[variant](a, b, c, m, k, n, accumulate);
-  const { expected, magnitude } = oracle(variant, aValues, bValues, accumulate ? cValues : null, m, k, n);
-  expect(Array.from(c.subarray(m * n))).toEqual([7, 7, 7]);
-  return worstError(c, expected, magnitude, k);
-}
-
-// Shapes around every blocking edge: 4-row and 8-column tiles, 2-column dot tiles, 4-wide k chunks, the 256-column
-// panel, the 1024-deep k block and the 64-row block of the transposed path.
-const EDGE_SHAPES: [number, number, number][] = [
-  [1, 1, 1],
-  [1, 7, 1],
-  [2, 3, 5],
-  [3, 4, 8],
-  [4, 8, 8],
-  [5, 5, 9],
-  [7, 13, 11],
-  [8, 16, 16],
-  [9, 2, 17],
-  [1, 64, 257],
-  [13, 3, 255],
-  [33, 17, 263],
-  [4, 1029, 9],
-  [6, 2051, 3],
-  [67, 21, 13],
-  [70, 9, 6],
-];
+import { EDGE_SHAPES, oracle, type Placement, random, runCase, VARIANTS } from "./gemm-oracle.js";
 
 describe("referenceGemm", () => {
   it("computes a small product exactly", () => {
@@ -183,8 +62,46 @@ describe("referenceGemm", () => {
 describe.skipIf(!isWasmGemmAvailable())("wasmGemm", () => {
   const gemm = isWasmGemmAvailable() ? wasmGemm() : referenceGemm;
 
-  it("is what defaultGemm picks", () => {
-    expect(defaultGemm()).toBe(gemm);
+  it("is what defaultGemm forwards to unless another GEMM is set", () => {
+    expect(currentDefaultGemm()).toBe(gemm);
+    const captured = defaultGemm();
+    const calls: string[] = [];
+    const counting: Gemm = {
+      nn: (...args) => {
+        calls.push("nn");
+        gemm.nn(...args);
+      },
+      nt: (...args) => {
+        calls.push("nt");
+        gemm.nt(...args);
+      },
+      tn: (...args) => {
+        calls.push("tn");
+        gemm.tn(...args);
+      },
+    };
+    // [1 2; 3 4]·[5 6; 7 8] = [19 22; 43 50]
+    const a = Float32Array.of(1, 2, 3, 4);
+    const b = Float32Array.of(5, 6, 7, 8);
+    const c = new Float32Array(4);
+    try {
+      setDefaultGemm(counting);
+      expect(defaultGemm()).toBe(captured);
+      captured.nn(a, b, c, 2, 2, 2);
+      captured.tn(a, b, c, 2, 2, 2, true);
+      expect(calls).toEqual(["nn", "tn"]);
+      // Aᵀ·B = [26 30; 38 44], added to A·B.
+      expect(Array.from(c)).toEqual([45, 52, 81, 94]);
+      setDefaultGemm(null);
+      captured.nt(a, b, c, 2, 2, 2);
+      expect(calls).toEqual(["nn", "tn"]);
+      expect(Array.from(c)).toEqual([17, 23, 39, 53]);
+      // Setting the forwarding object itself must not make it forward to itself.
+      setDefaultGemm(captured);
+      expect(currentDefaultGemm()).toBe(gemm);
+    } finally {
+      setDefaultGemm(null);
+    }
   });
 
   it("matches the float64 oracle on edge shapes, with and without accumulate", () => {

@@ -1,0 +1,132 @@
+// Shared by the GEMM tests: deterministic inputs, an independent float64 oracle and the operand placements.
+import { expect } from "vitest";
+import { allocateF32, type Gemm } from "../src/index.js";
+
+export type Variant = "nn" | "nt" | "tn";
+export const VARIANTS: Variant[] = ["nn", "nt", "tn"];
+
+/** Deterministic uniform values in [-1, 1). */
+export function random(length: number, seed: number): Float32Array {
+  let state = (seed * 2654435761) >>> 0 || 1;
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    out[i] = (state >>> 0) / 2147483648 - 1;
+  }
+  return out;
+}
+
+/**
+ * Independent oracle: float64 triple loop straight from the definition, indexing each layout explicitly.
+ * Returns the expected C and, per element, Σ|a·b| (which bounds the float32 rounding error).
+ */
+export function oracle(
+  variant: Variant,
+  a: Float32Array,
+  b: Float32Array,
+  c0: Float32Array | null,
+  m: number,
+  k: number,
+  n: number,
+): { expected: Float64Array; magnitude: Float64Array } {
+  const expected = new Float64Array(m * n);
+  const magnitude = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = c0 ? c0[i * n + j] : 0;
+      let mag = Math.abs(sum);
+      for (let p = 0; p < k; p++) {
+        const aip = variant === "tn" ? a[p * m + i] : a[i * k + p];
+        const bpj = variant === "nt" ? b[j * k + p] : b[p * n + j];
+        sum += aip * bpj;
+        mag += Math.abs(aip * bpj);
+      }
+      expected[i * n + j] = sum;
+      magnitude[i * n + j] = mag;
+    }
+  }
+  return { expected, magnitude };
+}
+
+/** Largest |got - expected| / bound, where bound is the float32 accumulation error bound (k+2)·ε·Σ|a·b|. */
+export function worstError(
+  got: Float32Array,
+  expected: Float64Array,
+  magnitude: Float64Array,
+  k: number,
+): number {
+  let worst = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const bound = (k + 2) * 2 ** -24 * magnitude[i] + 1e-30;
+    worst = Math.max(worst, Math.abs(got[i] - expected[i]) / bound);
+  }
+  return worst;
+}
+
+export interface Placement {
+  /** Where each operand lives: plain JS array, allocateF32 block, or a view at an odd offset inside WASM memory. */
+  a: "js" | "wasm" | "wasm-offset";
+  b: "js" | "wasm" | "wasm-offset";
+  c: "js" | "wasm" | "wasm-offset";
+}
+
+export function place(values: Float32Array, where: Placement["a"], extra = 0): Float32Array {
+  if (where === "js") {
+    const out = new Float32Array(values.length + extra);
+    out.set(values);
+    return out;
+  }
+  // One float of offset makes the view 4-byte but not 16-byte aligned.
+  const offset = where === "wasm-offset" ? 1 : 0;
+  const block = allocateF32(values.length + offset + extra);
+  const view = block.subarray(offset);
+  view.set(values);
+  return view;
+}
+
+export function runCase(
+  gemm: Gemm,
+  variant: Variant,
+  m: number,
+  k: number,
+  n: number,
+  accumulate: boolean,
+  seed: number,
+  placement: Placement = { a: "js", b: "js", c: "js" },
+): number {
+  const aValues = random(m * k, seed);
+  const bValues = random(k * n, seed + 1);
+  const cValues = random(m * n, seed + 2);
+  const a = place(aValues, placement.a);
+  const b = place(bValues, placement.b);
+  // C gets 3 spare elements that must stay untouched.
+  const c = place(cValues, placement.c, 3);
+  c.fill(7, m * n);
+  gemm[variant](a, b, c, m, k, n, accumulate);
+  const { expected, magnitude } = oracle(variant, aValues, bValues, accumulate ? cValues : null, m, k, n);
+  expect(Array.from(c.subarray(m * n))).toEqual([7, 7, 7]);
+  return worstError(c, expected, magnitude, k);
+}
+
+// Shapes around every blocking edge: 4-row and 8-column tiles, 2-column dot tiles, 4-wide k chunks, the 256-column
+// panel, the 1024-deep k block and the 64-row block of the transposed path.
+export const EDGE_SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [1, 7, 1],
+  [2, 3, 5],
+  [3, 4, 8],
+  [4, 8, 8],
+  [5, 5, 9],
+  [7, 13, 11],
+  [8, 16, 16],
+  [9, 2, 17],
+  [1, 64, 257],
+  [13, 3, 255],
+  [33, 17, 263],
+  [4, 1029, 9],
+  [6, 2051, 3],
+  [67, 21, 13],
+  [70, 9, 6],
+];
