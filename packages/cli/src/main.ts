@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { generate } from "@tdb/model";
 import { createProgressBar, loadModel } from "@tdb/model/node";
+import { applyThreadsFlag } from "./threads.js";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -13,6 +14,8 @@ commands:
              Prints the prompt followed by its continuation (greedy unless --temperature > 0).
   serve      [--model DIR|NAME] [--host 127.0.0.1] [--port 8000]
              Starts TDB's activation server.
+
+generate and serve take --threads N: matrix products over N threads (default 2 where 2+ cores; 1 = one thread).
 
 A NAME is one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2 (downloaded once from the Hugging Face
 hub into $HF_HOME; HF_ENDPOINT is honoured). A DIR is a folder in Hugging Face layout.`;
@@ -36,7 +39,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    return await run(rest);
+    return await run(command === "generate" || command === "serve" ? applyThreadsFlag(rest) : rest);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
