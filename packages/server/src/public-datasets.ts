@@ -178,7 +178,7 @@ export class PublicDatasetSource implements DatasetSource {
 
   /** A short name (with the node's dst) or a full URL under the base → the dataset URL. */
   private resolveDataset(dataset: string, dst: string): string {
-    if (/^https?:\/\//.test(dataset)) return this.checkedUrl(dataset);
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dataset)) return this.checkedUrl(dataset);
     const entry = REGISTRY.find((e) => e.shortName === dataset && e.derivedScalarType === dst);
     if (!entry) {
       const known = REGISTRY.map((e) => `("${e.shortName}", "${e.derivedScalarType}")`).join(", ");

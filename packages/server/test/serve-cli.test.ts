@@ -1,0 +1,123 @@
+/**
+ * `tdb serve` as a command (the built CLI): clear errors with exit code 2 for usage and 1 for load failures,
+ * graceful shutdown on SIGINT, and the default-model choice.
+ */
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { defaultModelDir } from "../../cli/src/serve.js";
+import { REPO_ROOT, startServe, TINY_ARGS } from "./serve-process.js";
+
+const L3 = "packages/attribution/test/fixtures/l3-sae/autoencoders";
+const scratch = mkdtempSync(join(tmpdir(), "tdb-serve-cli-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+function runServe(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["packages/cli/bin/tdb.js", "serve", ...args], { cwd: REPO_ROOT });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c) => {
+      stdout += c;
+    });
+    child.stderr.on("data", (c) => {
+      stderr += c;
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`tdb serve ${args.join(" ")} did not exit:\n${stdout}\n${stderr}`));
+    }, 30_000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe("tdb serve errors", () => {
+  const usage: Array<[string[], RegExp]> = [
+    [["--port", "99999"], /--port must be between 0 and 65535/],
+    [["--port", "http"], /--port expects a whole number/],
+    [["--port", "80.5"], /--port expects a whole number/],
+    [["--bogus"], /Unknown option '--bogus'/],
+    [
+      ["--mlp-autoencoder", "/nonexistent/autoencoders"],
+      /--mlp-autoencoder: folder '\/nonexistent\/autoencoders' does not exist/,
+    ],
+    [["--attn-autoencoder", "package.json"], /is not a folder/],
+    [["--mlp-autoencoder-name", "x"], /--mlp-autoencoder-name needs --mlp-autoencoder/],
+    [["--mlp-autoencoder-site", "attention"], /must be one of/],
+    [["--cors-origin", "example.org"], /is not an origin/],
+    [["--datasets", "./my-store.sqlite"], /local dataset stores are not supported/],
+  ];
+  for (const [args, message] of usage) {
+    it(`usage error: ${args.join(" ")}`, async () => {
+      const result = await runServe([...TINY_ARGS, ...args]);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toMatch(message);
+    });
+  }
+
+  const loading: Array<[string[], RegExp]> = [
+    [["--model", "/nonexistent/model"], /neither a local folder nor a known model/],
+    [
+      [...TINY_ARGS, "--mlp-autoencoder", `${L3}/resid_delta_attn`],
+      /attach at resid_delta_attn; mlp autoencoders attach at/,
+    ],
+    [
+      [...TINY_ARGS, "--mlp-autoencoder", `${L3}/mlp_post_act`],
+      /layer 0 reads 128 values, but mlp_post_act of this model has 256/,
+    ],
+    [[...TINY_ARGS, "--mlp-autoencoder", "packages"], /no autoencoder files/],
+  ];
+  for (const [args, message] of loading) {
+    it(`load failure: ${args.slice(-2).join(" ")}`, async () => {
+      const result = await runServe(args);
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toMatch(message);
+    });
+  }
+
+  it("a port in use is a clear error", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      const result = await runServe([...TINY_ARGS, "--port", String(port)]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(new RegExp(`port ${port} on 127.0.0.1 is already in use`));
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
+describe("tdb serve lifecycle", () => {
+  it("shuts down cleanly on SIGINT", async () => {
+    const serve = await startServe(TINY_ARGS);
+    expect(serve.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    serve.child.kill("SIGINT");
+    expect(await serve.stop()).toBe(0);
+    expect(serve.stderr()).toMatch(/SIGINT, finishing open requests and shutting down/);
+  });
+
+  it("picks the demo model, else the tiny fixture", () => {
+    const root = join(scratch, "repo");
+    mkdirSync(join(root, "packages"), { recursive: true });
+    expect(defaultModelDir(root)).toBeNull();
+    mkdirSync(join(scratch, "shared", "fixtures", "tiny-gpt2"), { recursive: true });
+    expect(defaultModelDir(root)).toEqual({
+      model: join(scratch, "shared", "fixtures", "tiny-gpt2"),
+      autoencoders: null,
+    });
+    mkdirSync(join(root, "assets", "demo", "model"), { recursive: true });
+    expect(defaultModelDir(root)).toEqual({
+      model: join(root, "assets", "demo", "model"),
+      autoencoders: join(root, "assets", "demo", "autoencoders"),
+    });
+  });
+});
