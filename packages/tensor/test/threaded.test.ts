@@ -5,7 +5,14 @@ import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultGemm, isWasmGemmAvailable, setDefaultGemm, wasmGemm } from "../src/index.js";
+import {
+  allocateF32,
+  defaultGemm,
+  freeF32,
+  isWasmGemmAvailable,
+  setDefaultGemm,
+  wasmGemm,
+} from "../src/index.js";
 import { threadedGemm } from "../src/node/index.js";
 import { leaveChunksToWorkers } from "../src/node/threaded.js";
 import { EDGE_SHAPES, type Placement, random, runCase, VARIANTS } from "./gemm-oracle.js";
@@ -86,6 +93,18 @@ describe.skipIf(!wasm).each([
       }
     }
     expect(worst).toBeLessThan(1);
+  });
+
+  it("reads operands placed in memory grown after the worker started", () => {
+    // 64 MiB of filler pushes the operands into pages that did not exist when the worker was started.
+    const filler = allocateF32(16 * 1024 * 1024);
+    const placement: Placement = { a: "wasm", b: "wasm", c: "wasm" };
+    try {
+      expect(runCase(gemm, "nn", 8, 30, 100, true, 11, placement)).toBeLessThan(1);
+      expect(runCase(gemm, "nt", 8, 30, 100, false, 12, placement)).toBeLessThan(1);
+    } finally {
+      freeF32(filler);
+    }
   });
 
   it("handles a vocabulary-sized n and a product above the default threshold", () => {

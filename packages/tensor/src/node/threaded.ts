@@ -202,7 +202,6 @@ class WorkerPool {
     Atomics.add(this.control, SEQ, 1);
     Atomics.notify(this.control, SEQ);
     this.broken = true;
-    this.alive = 0;
   }
 }
 
