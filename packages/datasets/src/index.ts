@@ -1,1 +1,9 @@
-export {};
+export * from "./accumulate.js";
+export * from "./activations.js";
+export * from "./builtin-corpora.js";
+export * from "./collator.js";
+export * from "./components.js";
+export * from "./corpus.js";
+export * from "./merge.js";
+export * from "./records.js";
+export * from "./store.js";

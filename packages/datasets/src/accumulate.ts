@@ -1,0 +1,306 @@
+/**
+ * Running per-component state of a collation: top-k sequences by maximum value, a hash-chosen random sample, and
+ * statistics. Everything here merges exactly across shards:
+ * - top-k and random sets are the k best under a strict total order on (key, sequence index), so the best k of a
+ *   union of shards' best k are the best k overall;
+ * - random sequences are those with the k smallest hashes of (seed, component, sequence), not a stream sampler;
+ * - sums are folded per sequence into a 2^-32 fixed-point integer held in two doubles, so adding them is exact and
+ *   the order of sequences (or shards) cannot change a bit.
+ */
+import { type GroupSpec, KIND_ID, positionsPerSequence } from "./components.js";
+
+/** One unit of the fixed-point sums, 2^32 per 1.0. */
+const FIX = 2 ** 32;
+
+/** a is better than b: smaller key, then smaller sequence index. */
+function better(keyA: number, seqA: number, keyB: number, seqB: number): boolean {
+  return keyA < keyB || (keyA === keyB && seqA < seqB);
+}
+
+export interface ExampleInsert {
+  index: number;
+  seq: number;
+  key: number;
+  values: Float32Array;
+}
+
+export interface ExampleDelete {
+  index: number;
+  seq: number;
+}
+
+/** The best `capacity` (key, sequence) pairs of each of `size` components; smaller keys are better. */
+export class SlotSet {
+  readonly keys: Float64Array;
+  readonly seqs: Int32Array;
+  readonly fill: Int32Array;
+  /** Slot (0..capacity-1) of each full component's worst entry. */
+  private readonly worst: Int32Array;
+  /** Values of entries accepted since the last takeChanges(), by absolute slot. */
+  private pending = new Map<number, Float32Array>();
+  private deletes: ExampleDelete[] = [];
+
+  constructor(
+    readonly size: number,
+    readonly capacity: number,
+  ) {
+    this.keys = new Float64Array(size * capacity);
+    this.seqs = new Int32Array(size * capacity).fill(-1);
+    this.fill = new Int32Array(size);
+    this.worst = new Int32Array(size);
+  }
+
+  accepts(index: number, key: number, seq: number): boolean {
+    const k = this.capacity;
+    if (k === 0) return false;
+    if (this.fill[index] < k) return true;
+    const w = index * k + this.worst[index];
+    return better(key, seq, this.keys[w], this.seqs[w]);
+  }
+
+  /** Adds an entry `accepts` allowed; `values` null when it is already stored (resuming). */
+  insert(index: number, key: number, seq: number, values: Float32Array | null): void {
+    const k = this.capacity;
+    let slot: number;
+    if (this.fill[index] < k) {
+      slot = index * k + this.fill[index]++;
+    } else {
+      slot = index * k + this.worst[index];
+      if (!this.pending.delete(slot)) this.deletes.push({ index, seq: this.seqs[slot] });
+    }
+    this.keys[slot] = key;
+    this.seqs[slot] = seq;
+    if (values) this.pending.set(slot, values);
+    if (this.fill[index] === k) this.updateWorst(index);
+  }
+
+  private updateWorst(index: number): void {
+    const k = this.capacity;
+    const base = index * k;
+    let w = 0;
+    for (let j = 1; j < k; j++) {
+      if (better(this.keys[base + w], this.seqs[base + w], this.keys[base + j], this.seqs[base + j])) w = j;
+    }
+    this.worst[index] = w;
+  }
+
+  /** Entries accepted and entries dropped since the last call (only those already written are deleted). */
+  takeChanges(): { inserts: ExampleInsert[]; deletes: ExampleDelete[] } {
+    const k = this.capacity;
+    const inserts: ExampleInsert[] = [];
+    for (const [slot, values] of this.pending) {
+      inserts.push({ index: Math.floor(slot / k), seq: this.seqs[slot], key: this.keys[slot], values });
+    }
+    const deletes = this.deletes;
+    this.pending = new Map();
+    this.deletes = [];
+    return { inserts, deletes };
+  }
+
+  /** The entries of one component, best first. */
+  entries(index: number): { key: number; seq: number }[] {
+    const k = this.capacity;
+    const out: { key: number; seq: number }[] = [];
+    for (let j = 0; j < this.fill[index]; j++)
+      out.push({ key: this.keys[index * k + j], seq: this.seqs[index * k + j] });
+    return out.sort((a, b) => (better(a.key, a.seq, b.key, b.seq) ? -1 : 1));
+  }
+}
+
+/** Statistics of every component of a group; sums are exact fixed-point (see the module comment). */
+export interface GroupStatistics {
+  /** Values observed per component (tokens, or token pairs for heads). */
+  count: number;
+  max: Float32Array;
+  positives: Float64Array;
+  sumHi: Float64Array;
+  sumLo: Float64Array;
+  sqHi: Float64Array;
+  sqLo: Float64Array;
+}
+
+export function emptyStatistics(size: number): GroupStatistics {
+  return {
+    count: 0,
+    max: new Float32Array(size).fill(Number.NEGATIVE_INFINITY),
+    positives: new Float64Array(size),
+    sumHi: new Float64Array(size),
+    sumLo: new Float64Array(size),
+    sqHi: new Float64Array(size),
+    sqLo: new Float64Array(size),
+  };
+}
+
+function addFixed(hi: Float64Array, lo: Float64Array, i: number, value: number): void {
+  if (!Number.isFinite(value)) return;
+  // q is an integer-valued double (exact), split into whole units and a remainder in [0, 2^32).
+  const q = Math.round(value * FIX);
+  const whole = Math.floor(q / FIX);
+  let l = lo[i] + (q - whole * FIX);
+  let h = hi[i] + whole;
+  if (l >= FIX) {
+    l -= FIX;
+    h += 1;
+  }
+  hi[i] = h;
+  lo[i] = l;
+}
+
+/** a += b, elementwise, exactly. */
+export function mergeStatistics(a: GroupStatistics, b: GroupStatistics): void {
+  a.count += b.count;
+  for (let i = 0; i < a.max.length; i++) {
+    if (b.max[i] > a.max[i]) a.max[i] = b.max[i];
+    a.positives[i] += b.positives[i];
+    for (const [hi, lo, bHi, bLo] of [
+      [a.sumHi, a.sumLo, b.sumHi, b.sumLo],
+      [a.sqHi, a.sqLo, b.sqHi, b.sqLo],
+    ]) {
+      let l = lo[i] + bLo[i];
+      let h = hi[i] + bHi[i];
+      if (l >= FIX) {
+        l -= FIX;
+        h += 1;
+      }
+      hi[i] = h;
+      lo[i] = l;
+    }
+  }
+}
+
+export interface ComponentStatistics {
+  /** Values observed (tokens, or token pairs for attention heads). */
+  count: number;
+  mean: number;
+  variance: number;
+  max: number;
+  /** Share of values > 0. */
+  activationFrequency: number;
+}
+
+export function componentStatistics(stats: GroupStatistics, index: number): ComponentStatistics {
+  const n = stats.count;
+  const sum = stats.sumHi[index] + stats.sumLo[index] / FIX;
+  const sq = stats.sqHi[index] + stats.sqLo[index] / FIX;
+  const mean = n > 0 ? sum / n : 0;
+  return {
+    count: n,
+    mean,
+    variance: n > 0 ? Math.max(sq / n - mean * mean, 0) : 0,
+    max: n > 0 ? stats.max[index] : 0,
+    activationFrequency: n > 0 ? stats.positives[index] / n : 0,
+  };
+}
+
+function fmix32(x: number): number {
+  let h = x >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Per-component part of the random-sample hash. */
+export function componentHashBase(seed: number, kindId: number, layer: number, index: number): number {
+  let h = fmix32(seed ^ 0x5bd1e995);
+  h = fmix32(h ^ Math.imul(kindId, 0x9e3779b1));
+  h = fmix32(h ^ Math.imul(layer + 1, 0x85ebca77));
+  return fmix32(h ^ Math.imul(index + 1, 0xc2b2ae3d));
+}
+
+/** Per-sequence part; both parts are bijections, so one component never sees two equal hashes. */
+export function sequenceHashMix(seq: number): number {
+  return fmix32(Math.imul(seq + 1, 0x27d4eb2f) ^ 0x165667b1);
+}
+
+export function sampleHash(base: number, seqMix: number): number {
+  return fmix32(base ^ seqMix);
+}
+
+export class GroupAccumulator {
+  readonly size: number;
+  readonly positions: number;
+  readonly stats: GroupStatistics;
+  /** Keys are −max, so the largest maxima are the smallest keys. */
+  readonly top: SlotSet;
+  /** Keys are sample hashes. */
+  readonly random: SlotSet;
+  private readonly hashBase: Uint32Array;
+  private readonly seqMax: Float32Array;
+  private readonly seqSum: Float64Array;
+  private readonly seqSq: Float64Array;
+  private readonly seqPositives: Float64Array;
+
+  constructor(
+    readonly spec: GroupSpec,
+    seqLen: number,
+    topK: number,
+    randomCount: number,
+    seed: number,
+  ) {
+    const n = spec.size;
+    this.size = n;
+    this.positions = positionsPerSequence(spec.kind, seqLen);
+    this.stats = emptyStatistics(n);
+    this.top = new SlotSet(n, topK);
+    this.random = new SlotSet(n, randomCount);
+    this.hashBase = new Uint32Array(n);
+    for (let i = 0; i < n; i++) this.hashBase[i] = componentHashBase(seed, KIND_ID[spec.kind], spec.layer, i);
+    this.seqMax = new Float32Array(n);
+    this.seqSum = new Float64Array(n);
+    this.seqSq = new Float64Array(n);
+    this.seqPositives = new Float64Array(n);
+  }
+
+  /** Folds in one sequence: `values` is [positions, size], position-major. */
+  observe(seq: number, values: Float32Array): void {
+    const n = this.size;
+    const P = this.positions;
+    if (values.length !== P * n) {
+      throw new RangeError(
+        `${this.spec.kind}@${this.spec.layer}: got ${values.length} values, expected ${P}×${n}`,
+      );
+    }
+    const smax = this.seqMax.fill(Number.NEGATIVE_INFINITY);
+    const ssum = this.seqSum.fill(0);
+    const ssq = this.seqSq.fill(0);
+    const spos = this.seqPositives.fill(0);
+    for (let p = 0; p < P; p++) {
+      const row = p * n;
+      for (let c = 0; c < n; c++) {
+        const v = values[row + c];
+        if (v > smax[c]) smax[c] = v;
+        ssum[c] += v;
+        ssq[c] += v * v;
+        if (v > 0) spos[c]++;
+      }
+    }
+    const st = this.stats;
+    st.count += P;
+    const seqMix = sequenceHashMix(seq);
+    for (let c = 0; c < n; c++) {
+      if (smax[c] > st.max[c]) st.max[c] = smax[c];
+      st.positives[c] += spos[c];
+      addFixed(st.sumHi, st.sumLo, c, ssum[c]);
+      addFixed(st.sqHi, st.sqLo, c, ssq[c]);
+      const topKey = -smax[c];
+      const h = sampleHash(this.hashBase[c], seqMix);
+      const inTop = this.top.accepts(c, topKey, seq);
+      const inRandom = this.random.accepts(c, h, seq);
+      if (inTop || inRandom) {
+        // One copy serves both sets: pending values are only read, at commit.
+        const componentValues = column(values, c, n, P);
+        if (inTop) this.top.insert(c, topKey, seq, componentValues);
+        if (inRandom) this.random.insert(c, h, seq, componentValues);
+      }
+    }
+  }
+}
+
+function column(values: Float32Array, c: number, n: number, P: number): Float32Array {
+  const out = new Float32Array(P);
+  for (let p = 0; p < P; p++) out[p] = values[p * n + c];
+  return out;
+}

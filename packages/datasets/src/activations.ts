@@ -1,0 +1,184 @@
+/**
+ * Runs the model over one sequence (forward only, no cache, no logits) and returns each group's values as
+ * [positions, components]: neurons' post-activations [T, F]; heads' attention write norms over the lower
+ * triangle [T(T+1)/2, H] (pair p = (t, u ≤ t) in row-major order, TDB's flattening); latents [T, m].
+ */
+import type { AutoencoderSite, ForwardHook, Gpt2Model, HookPoint, SparseAutoencoder } from "@tdb/model";
+import { hookKey } from "@tdb/model";
+import { allocateF32, defaultGemm, type Gemm } from "@tdb/tensor";
+import type { ComponentKind, GroupSpec } from "./components.js";
+
+/** Autoencoders of one site, by layer (the same shape as @tdb/attribution's AutoencoderFamily). */
+export interface AutoencoderSet {
+  name: string;
+  site: AutoencoderSite;
+  byLayer: ReadonlyMap<number, SparseAutoencoder>;
+}
+
+export interface ExtractorOptions {
+  /** Collate MLP neurons (default true). */
+  neurons?: boolean;
+  /** Collate attention heads (default true). */
+  heads?: boolean;
+  mlpAutoencoder?: AutoencoderSet | null;
+  attentionAutoencoder?: AutoencoderSet | null;
+}
+
+const SITE_POINT: Readonly<Record<AutoencoderSite, HookPoint>> = {
+  mlp_post_act: "mlp.post_act",
+  resid_delta_mlp: "resid.delta_mlp",
+  resid_delta_attn: "resid.delta_attn",
+};
+
+interface GroupSource {
+  spec: GroupSpec;
+  compute: (captured: ReadonlyMap<string, Float32Array>, T: number) => Float32Array;
+}
+
+export class ActivationExtractor {
+  readonly groups: readonly GroupSpec[];
+  private readonly sources: GroupSource[];
+  private readonly wanted: Set<string>;
+  private readonly gemm: Gemm;
+  /** Per layer and head, W_O[h]·W_O[h]ᵀ [Dh, Dh]: ‖v·W_O[h]‖² = v·G·vᵀ needs Dh² per token, not Dh·d. */
+  private readonly outputGram: Float32Array[][] = [];
+
+  constructor(
+    private readonly model: Gpt2Model,
+    options: ExtractorOptions = {},
+  ) {
+    const { nLayer, nInner: F, nHead: H } = model.config;
+    this.gemm = defaultGemm();
+    this.sources = [];
+    this.wanted = new Set();
+    const layers = Array.from({ length: nLayer }, (_, l) => l);
+    if (options.neurons ?? true) {
+      for (const l of layers) {
+        this.want("mlp.post_act", l);
+        this.sources.push({
+          spec: { kind: "mlp_neuron", layer: l, size: F },
+          compute: (c) => c.get(hookKey("mlp.post_act", l))!,
+        });
+      }
+    }
+    if (options.heads ?? true) {
+      for (const l of layers) {
+        this.want("attn.qk_probs", l);
+        this.want("attn.v", l);
+        this.outputGram.push(this.headGrams(l));
+        this.sources.push({
+          spec: { kind: "attention_head", layer: l, size: H },
+          compute: (c, T) => this.headWriteNorms(c, l, T),
+        });
+      }
+    }
+    const addAutoencoder = (set: AutoencoderSet | null | undefined, kind: ComponentKind) => {
+      if (!set) return;
+      const point = SITE_POINT[set.site];
+      for (const l of [...set.byLayer.keys()].sort((a, b) => a - b)) {
+        if (l < 0 || l >= nLayer)
+          throw new Error(`autoencoder ${set.name} has layer ${l}; the model has ${nLayer}`);
+        const ae = set.byLayer.get(l)!;
+        const width = point === "mlp.post_act" ? F : model.config.nEmbd;
+        if (ae.nInputs !== width) {
+          throw new Error(
+            `autoencoder ${set.name} layer ${l} reads ${ae.nInputs} values; ${point} has ${width}`,
+          );
+        }
+        this.want(point, l);
+        this.sources.push({
+          spec: { kind, layer: l, size: ae.nLatents },
+          compute: (c, T) => ae.encode(c.get(hookKey(point, l))!, T),
+        });
+      }
+    };
+    if (options.mlpAutoencoder && options.mlpAutoencoder.site === "resid_delta_attn") {
+      throw new Error(
+        `--mlp-autoencoder ${options.mlpAutoencoder.name} reads resid_delta_attn; pass it as --attn-autoencoder`,
+      );
+    }
+    if (options.attentionAutoencoder && options.attentionAutoencoder.site !== "resid_delta_attn") {
+      throw new Error(
+        `--attn-autoencoder ${options.attentionAutoencoder.name} reads ${options.attentionAutoencoder.site}; pass it as --mlp-autoencoder`,
+      );
+    }
+    addAutoencoder(options.mlpAutoencoder, "mlp_autoencoder_latent");
+    addAutoencoder(options.attentionAutoencoder, "attention_autoencoder_latent");
+    this.groups = this.sources.map((s) => s.spec);
+  }
+
+  private want(point: HookPoint, layer: number): void {
+    this.wanted.add(hookKey(point, layer));
+  }
+
+  /** Values of every group for one sequence, in `groups` order. */
+  run(tokens: ArrayLike<number>): Float32Array[] {
+    const captured = new Map<string, Float32Array>();
+    const wanted = this.wanted;
+    // The forward pass allocates every hook value afresh and never writes it again, so keeping references is safe.
+    const capture: ForwardHook = (value, site) => {
+      const key = hookKey(site.point, site.layer);
+      if (wanted.has(key)) captured.set(key, value);
+      return undefined;
+    };
+    this.model.forward(Array.from(tokens), { hooks: [capture], cache: false, logitRows: [] });
+    const T = tokens.length;
+    return this.sources.map((s) => s.compute(captured, T));
+  }
+
+  private headGrams(layer: number): Float32Array[] {
+    const { nEmbd: d, nHead: H } = this.model.config;
+    const Dh = d / H;
+    const wO = this.model.weights.layers[layer].attnOutWeight; // [H·Dh, d]
+    const grams: Float32Array[] = [];
+    for (let h = 0; h < H; h++) {
+      const g = allocateF32(Dh * Dh);
+      for (let i = 0; i < Dh; i++) {
+        for (let j = i; j < Dh; j++) {
+          const ri = (h * Dh + i) * d;
+          const rj = (h * Dh + j) * d;
+          let s = 0;
+          for (let x = 0; x < d; x++) s += wO[ri + x] * wO[rj + x];
+          g[i * Dh + j] = s;
+          g[j * Dh + i] = s;
+        }
+      }
+      grams.push(g);
+    }
+    return grams;
+  }
+
+  /** A[t,u,h]·‖V[u,h]·W_O[h]‖ over the lower triangle, [T(T+1)/2, H]. */
+  private headWriteNorms(
+    captured: ReadonlyMap<string, Float32Array>,
+    layer: number,
+    T: number,
+  ): Float32Array {
+    const { nEmbd: d, nHead: H } = this.model.config;
+    const Dh = d / H;
+    const probs = captured.get(hookKey("attn.qk_probs", layer))!; // [T, T, H]
+    const v = captured.get(hookKey("attn.v", layer))!; // [T, H, Dh]
+    const grams = this.outputGram[layer]; // heads are collated for every layer or none
+    const norms = new Float32Array(T * H);
+    const vh = new Float32Array(T * Dh);
+    const y = new Float32Array(T * Dh);
+    for (let h = 0; h < H; h++) {
+      for (let u = 0; u < T; u++) vh.set(v.subarray(u * d + h * Dh, u * d + (h + 1) * Dh), u * Dh);
+      this.gemm.nn(vh, grams[h], y, T, Dh, Dh);
+      for (let u = 0; u < T; u++) {
+        let sq = 0;
+        for (let i = 0; i < Dh; i++) sq += y[u * Dh + i] * vh[u * Dh + i];
+        norms[u * H + h] = Math.sqrt(Math.max(sq, 0));
+      }
+    }
+    const out = new Float32Array(((T * (T + 1)) / 2) * H);
+    let p = 0;
+    for (let t = 0; t < T; t++) {
+      for (let u = 0; u <= t; u++, p++) {
+        const a = (t * T + u) * H;
+        for (let h = 0; h < H; h++) out[p * H + h] = probs[a + h] * norms[u * H + h];
+      }
+    }
+    return out;
+  }
+}
