@@ -23,7 +23,13 @@ export function tempDir(prefix: string): string {
 export function dumpDataset(file: string): Record<string, unknown> {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    const all = (sql: string) => db.prepare(sql).all();
+    // BLOBs as hex: deep equality on strings is fast, on Buffers byte by byte it is not.
+    const all = (sql: string) =>
+      (db.prepare(sql).all() as Record<string, unknown>[]).map((row) =>
+        Object.fromEntries(
+          Object.entries(row).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString("hex") : v]),
+        ),
+      );
     return {
       metadata: all("SELECT key, value FROM metadata ORDER BY key"),
       groups: all(
