@@ -25,6 +25,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   generate: generateCommand,
   serve: async (argv) => (await import("./serve.js")).serveCommand(argv),
+  collate: async (argv) => (await import("./collate.js")).collateCommand(argv),
 };
 
 export async function main(argv: string[]): Promise<number> {
