@@ -99,15 +99,15 @@ const DST_NAMES: Record<NodeKind, Record<MetricGroup, string>> = {
 };
 
 /** One node of the table: which metric array it lives in, and where. */
-interface NodeRef {
+export interface NodeRef {
   kind: NodeKind;
   layer: number | null;
   tensorIndices: number[];
 }
 
-const nodeKey = (n: NodeRef) => `${n.kind}|${n.layer}|${n.tensorIndices.join(",")}`;
+export const nodeKey = (n: NodeRef): string => `${n.kind}|${n.layer}|${n.tensorIndices.join(",")}`;
 
-function toWire(n: NodeRef): MirroredNodeIndexOut {
+export function toWire(n: NodeRef): MirroredNodeIndexOut {
   return {
     nodeType: WIRE_NODE_TYPE[n.kind],
     tensorIndices: n.tensorIndices,
@@ -116,7 +116,7 @@ function toWire(n: NodeRef): MirroredNodeIndexOut {
   };
 }
 
-function unflatten(flat: number, shape: readonly number[]): number[] {
+export function unflatten(flat: number, shape: readonly number[]): number[] {
   const out = new Array<number>(shape.length);
   let rest = flat;
   for (let i = shape.length - 1; i >= 0; i--) {
@@ -126,42 +126,63 @@ function unflatten(flat: number, shape: readonly number[]): number[] {
   return out;
 }
 
-function flatten(indices: readonly number[], shape: readonly number[]): number {
+export function flatten(indices: readonly number[], shape: readonly number[]): number {
   let flat = 0;
   for (let i = 0; i < shape.length; i++) flat = flat * shape[i] + indices[i];
   return flat;
 }
 
-/** TDB's node order (§8.1): per group, the top block then the bottom block, first occurrence wins. */
-function selectNodes(metrics: readonly LayerMetrics[], k: number): NodeRef[] {
-  const out: NodeRef[] = [];
+/** The arrays of one DST (one node type) of a group, over its layers, and how a position names a node. */
+export interface SelectionSource<N> {
+  arrays: readonly Float32Array[];
+  node(source: number, index: number): N;
+}
+
+/**
+ * TDB's node order (§8.1): per group, the k largest and k smallest of each source (null k: every element),
+ * the top block then the bottom block, each sorted descending; first occurrence wins. Non-finite values are
+ * never selected (TDB requires finite activations).
+ */
+export function selectTopAndBottomNodes<N>(
+  groups: readonly (readonly SelectionSource<N>[])[],
+  k: number | null,
+  key: (node: N) => string,
+): N[] {
+  const out: N[] = [];
   const seen = new Set<string>();
-  const kinds = [...new Set(metrics.map((m) => m.kind))];
-  for (const group of METRIC_GROUPS) {
-    const top: { value: number; node: NodeRef }[] = [];
-    const bottom: { value: number; node: NodeRef }[] = [];
-    for (const kind of kinds) {
-      const layers = metrics.filter((m) => m.kind === kind);
-      const picked = topAndBottom(
-        layers.map((m) => m.metrics[group]),
-        k,
-      );
+  for (const sources of groups) {
+    const top: { value: number; node: N }[] = [];
+    const bottom: { value: number; node: N }[] = [];
+    for (const source of sources) {
+      const count = k ?? source.arrays.reduce((n, a) => n + a.length, 0);
+      const finite = (p: { value: number }) => Number.isFinite(p.value);
       const toNode = (p: { source: number; index: number; value: number }) => ({
         value: p.value,
-        node: {
-          kind,
-          layer: layers[p.source].layer,
-          tensorIndices: unflatten(p.index, layers[p.source].shape),
-        },
+        node: source.node(p.source, p.index),
       });
-      top.push(...picked.top.map(toNode));
-      bottom.push(...picked.bottom.map(toNode));
+      // Loops, not push(...spread): with k = null a block can hold every element.
+      if (source.arrays.every(allFinite)) {
+        const picked = topAndBottom(source.arrays, count);
+        for (const p of picked.top) top.push(toNode(p));
+        for (const p of picked.bottom) bottom.push(toNode(p));
+      } else {
+        const masked = (fill: number) =>
+          source.arrays.map((a) => a.map((v) => (Number.isFinite(v) ? v : fill)));
+        for (const p of topAndBottom(masked(Number.NEGATIVE_INFINITY), count).top) {
+          if (finite(p)) top.push(toNode(p));
+        }
+        for (const p of topAndBottom(masked(Number.POSITIVE_INFINITY), count).bottom) {
+          if (finite(p)) bottom.push(toNode(p));
+        }
+      }
     }
     const desc = (a: { value: number }, b: { value: number }) => b.value - a.value;
-    for (const { node } of [...top.sort(desc), ...bottom.sort(desc)]) {
-      const key = nodeKey(node);
-      if (!seen.has(key)) {
-        seen.add(key);
+    top.sort(desc);
+    bottom.sort(desc);
+    for (const { node } of top.concat(bottom)) {
+      const id = key(node);
+      if (!seen.has(id)) {
+        seen.add(id);
         out.push(node);
       }
     }
@@ -169,14 +190,38 @@ function selectNodes(metrics: readonly LayerMetrics[], k: number): NodeRef[] {
   return out;
 }
 
-function unionNodes(lists: readonly NodeRef[][]): NodeRef[] {
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
+  return true;
+}
+
+function selectNodes(metrics: readonly LayerMetrics[], k: number): NodeRef[] {
+  const kinds = [...new Set(metrics.map((m) => m.kind))];
+  const groups = METRIC_GROUPS.map((group) =>
+    kinds.map((kind): SelectionSource<NodeRef> => {
+      const layers = metrics.filter((m) => m.kind === kind);
+      return {
+        arrays: layers.map((m) => m.metrics[group]),
+        node: (source, index) => ({
+          kind,
+          layer: layers[source].layer,
+          tensorIndices: unflatten(index, layers[source].shape),
+        }),
+      };
+    }),
+  );
+  return selectTopAndBottomNodes(groups, k, nodeKey);
+}
+
+/** Concatenation with duplicates removed, first occurrence kept (the batch union of TDB's node lists). */
+export function unionNodes<N>(lists: readonly (readonly N[])[], key: (node: N) => string): N[] {
   const seen = new Set<string>();
-  const out: NodeRef[] = [];
+  const out: N[] = [];
   for (const list of lists) {
     for (const n of list) {
-      const key = nodeKey(n);
-      if (!seen.has(key)) {
-        seen.add(key);
+      const id = key(n);
+      if (!seen.has(id)) {
+        seen.add(id);
         out.push(n);
       }
     }
@@ -193,7 +238,7 @@ function metricLookup(metrics: readonly LayerMetrics[]) {
   };
 }
 
-function finiteOr999(x: number): number {
+export function finiteOr999(x: number): number {
   return Number.isFinite(x) ? x : -999;
 }
 
@@ -318,7 +363,7 @@ export function componentOf(
   }
 }
 
-function encodeSingleToken(tokenizer: Gpt2Tokenizer, text: string): number {
+export function encodeSingleToken(tokenizer: Gpt2Tokenizer, text: string): number {
   const ids = tokenizer.encode(text);
   if (ids.length !== 1) {
     throw new TdbRequestError(`'${text}' decoded to [${ids.join(", ")}]; wanted exactly 1 token`);
@@ -326,7 +371,7 @@ function encodeSingleToken(tokenizer: Gpt2Tokenizer, text: string): number {
   return ids[0];
 }
 
-function pyListRepr(items: readonly string[]): string {
+export function pyListRepr(items: readonly string[]): string {
   return `[${items.map((s) => `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n")}'`).join(", ")}]`;
 }
 
@@ -358,31 +403,47 @@ function convert(ctx: TdbContext, request: BatchedTdbRequest): ConvertedSubReque
     }
     return { spec, tokens: ctx.tokenizer.encode(spec.prompt), ablations, trace };
   });
+  checkTopKPromptLengths(
+    ctx,
+    partial.map((p) => p.tokens),
+  );
+  checkContextWindow(
+    ctx,
+    partial.map((p) => p.tokens),
+  );
+  return partial.map((p) => ({
+    ...p,
+    targets: p.spec.targetTokens.map((s) => encodeSingleToken(ctx.tokenizer, s)),
+    distractors: p.spec.distractorTokens.map((s) => encodeSingleToken(ctx.tokenizer, s)),
+  }));
+}
+
+/** TDB's checks on the prompts of sub-requests with top-k specs: length limit, then equal lengths. */
+export function checkTopKPromptLengths(ctx: TdbContext, tokenLists: readonly (readonly number[])[]): void {
   const limit = ctx.maxPromptTokens ?? PROMPT_LENGTH_LIMIT;
-  const lengths = partial.map((p) => p.tokens.length);
+  const lengths = tokenLists.map((tokens) => tokens.length);
   if (lengths.some((n) => n > limit)) {
     throw new TdbRequestError(
       `Prompts must be less than ${limit} tokens long for batched top-k requests. Got these prompt lengths: [${lengths.join(", ")}]`,
     );
   }
   if (new Set(lengths).size > 1) {
-    const listed = partial
-      .map((p) => `${pyListRepr(ctx.tokenizer.tokenStrings(p.tokens))} (${p.tokens.length} tokens)\n`)
+    const listed = tokenLists
+      .map((tokens) => `${pyListRepr(ctx.tokenizer.tokenStrings(tokens))} (${tokens.length} tokens)\n`)
       .join(", ");
     throw new TdbRequestError(
       `All prompts must have the same length for batched top-k requests. Got these prompts:\n${listed}`,
     );
   }
-  if (lengths.some((n) => n > ctx.model.config.nPositions)) {
+}
+
+export function checkContextWindow(ctx: TdbModelContext, tokenLists: readonly (readonly number[])[]): void {
+  const longest = Math.max(0, ...tokenLists.map((tokens) => tokens.length));
+  if (longest > ctx.model.config.nPositions) {
     throw new TdbRequestError(
-      `the prompt has ${Math.max(...lengths)} tokens; this model's context window is ${ctx.model.config.nPositions}`,
+      `the prompt has ${longest} tokens; this model's context window is ${ctx.model.config.nPositions}`,
     );
   }
-  return partial.map((p) => ({
-    ...p,
-    targets: p.spec.targetTokens.map((s) => encodeSingleToken(ctx.tokenizer, s)),
-    distractors: p.spec.distractorTokens.map((s) => encodeSingleToken(ctx.tokenizer, s)),
-  }));
 }
 
 interface SubRun {
@@ -431,9 +492,16 @@ export function handleBatchedTdb(ctx: TdbContext, request: BatchedTdbRequest): B
 
   const tableNodes = unionNodes(
     runs.map((r) => selectNodes(r.metrics, r.converted.spec.topAndBottomKForNodeTable)),
+    nodeKey,
   );
-  const displayNodes = unionNodes(runs.map((r) => selectNodes(r.tokenDisplayMetrics, 1)));
-  const logitNodes = unionNodes(runs.map((r) => selectLogitNodes(ctx, r)));
+  const displayNodes = unionNodes(
+    runs.map((r) => selectNodes(r.tokenDisplayMetrics, 1)),
+    nodeKey,
+  );
+  const logitNodes = unionNodes(
+    runs.map((r) => selectLogitNodes(ctx, r)),
+    nodeKey,
+  );
   const excluded = ctx.excludedTokenIds ?? defaultExcludedTokenIds(ctx.tokenizer);
 
   return {
@@ -459,12 +527,12 @@ export function handleBatchedTdb(ctx: TdbContext, request: BatchedTdbRequest): B
           upvotedOutputTokens: {
             responseDataType: "scored_tokens_response_data",
             nodeIndices: wireTable,
-            topTokensList: upvotedOutputTokens(ctx, r, tableNodes, excluded),
+            topTokensList: upvotedOutputTokens(ctx, r.run, tableNodes, excluded),
           },
           inputTokensThatUpvoteMlp: {
             responseDataType: "scored_tokens_response_data",
             nodeIndices: wireTable,
-            topTokensList: inputTokensThatUpvoteMlp(ctx, r, tableNodes, excluded),
+            topTokensList: inputTokensThatUpvoteMlp(ctx, r.run, tableNodes, excluded),
           },
           inputTokensThatUpvoteAttnQ: {
             responseDataType: "scored_tokens_response_data",
@@ -479,7 +547,7 @@ export function handleBatchedTdb(ctx: TdbContext, request: BatchedTdbRequest): B
           tokenPairAttribution: {
             responseDataType: "token_pair_attribution_response_data",
             nodeIndices: wireTable,
-            topTokensAttendedToList: tokenPairAttribution(ctx, r, tableNodes),
+            topTokensAttendedToList: tokenPairAttribution(ctx, r.run, tableNodes, 3),
           },
           topOutputTokenLogits: logitsResponse(ctx, r, logitNodes),
         },
@@ -532,16 +600,7 @@ function logitsResponse(
   nodes: readonly NodeRef[],
 ): MultipleTopKDerivedScalarsResponseData {
   const row = logitRow(ctx, r);
-  const T = r.converted.tokens.length;
-  // Σ_v logits[t, v] = ln_f(x)[t] · Σ_v W_U[v]: every row's sum without computing every row.
-  const d = ctx.model.config.nEmbd;
-  const columnSum = unembeddingColumnSum(ctx);
-  const hF = r.run.forward.activations.get(hookKey("resid.post_ln_f", null))!;
-  const sums = Array.from({ length: T }, (_, t) => {
-    let s = 0;
-    for (let i = 0; i < d; i++) s += hF[t * d + i] * columnSum[i];
-    return finiteOr999(s);
-  });
+  const sums = Array.from(logitRowSums(ctx, r.run), finiteOr999);
   return {
     responseDataType: "multiple_top_k_derived_scalars_response_data",
     activationsByGroupId: { logits: nodes.map((n) => row[n.tensorIndices[1]]) },
@@ -558,8 +617,23 @@ function logitsResponse(
   };
 }
 
+/** Σ_v logits[t, v] for every token: ln_f(x)[t] · Σ_v W_U[v], without computing every row of logits. */
+export function logitRowSums(ctx: TdbModelContext, run: InferenceResult): Float64Array {
+  const d = ctx.model.config.nEmbd;
+  const T = run.tokens.length;
+  const columnSum = unembeddingColumnSum(ctx);
+  const hF = run.forward.activations.get(hookKey("resid.post_ln_f", null))!;
+  const sums = new Float64Array(T);
+  for (let t = 0; t < T; t++) {
+    let s = 0;
+    for (let i = 0; i < d; i++) s += hF[t * d + i] * columnSum[i];
+    sums[t] = s;
+  }
+  return sums;
+}
+
 const columnSumCache = new WeakMap<Float32Array, Float64Array>();
-function unembeddingColumnSum(ctx: TdbContext): Float64Array {
+function unembeddingColumnSum(ctx: TdbModelContext): Float64Array {
   const w = ctx.model.weights.unembedding;
   const cached = columnSumCache.get(w);
   if (cached) return cached;
@@ -570,12 +644,12 @@ function unembeddingColumnSum(ctx: TdbContext): Float64Array {
   return sum;
 }
 
-/** The residual-stream write vector of a node in this sub-request (biases excluded). */
-function writeVector(ctx: TdbContext, r: SubRun, node: NodeRef): Float32Array {
+/** The residual-stream write vector of a node in this inference (biases excluded). */
+export function writeVector(ctx: TdbModelContext, run: InferenceResult, node: NodeRef): Float32Array {
   const { model } = ctx;
   const d = model.config.nEmbd;
-  const T = r.converted.tokens.length;
-  const acts = r.run.forward.activations;
+  const T = run.tokens.length;
+  const acts = run.forward.activations;
   const out = new Float32Array(d);
   const [t] = node.tensorIndices;
   switch (node.kind) {
@@ -607,7 +681,7 @@ function writeVector(ctx: TdbContext, r: SubRun, node: NodeRef): Float32Array {
     case "mlp_latent":
     case "attention_latent": {
       const family = (node.kind === "mlp_latent" ? ctx.mlpAutoencoder : ctx.attentionAutoencoder)!;
-      const records = node.kind === "mlp_latent" ? r.run.mlpLatents : r.run.attentionLatents;
+      const records = node.kind === "mlp_latent" ? run.mlpLatents : run.attentionLatents;
       const ae = family.byLayer.get(node.layer!)!;
       const l = node.tensorIndices[1];
       const z = records.get(node.layer!)!.values[t * ae.nLatents + l];
@@ -631,7 +705,8 @@ function scoreAgainstVocabulary(
   return out;
 }
 
-function topTokens(
+/** TDB's top/bottom token lists of a score vector over the vocabulary (excluded ids never listed). */
+export function topTokens(
   ctx: TdbContext,
   scores: Float32Array,
   excluded: ReadonlySet<number>,
@@ -648,17 +723,20 @@ function topTokens(
   return { top: top.map(entry), bottom: bottom.map(entry) };
 }
 
-function upvotedOutputTokens(
-  ctx: TdbContext,
-  r: SubRun,
+/**
+ * Output-token scores of each node's write vector: w·(W_U ⊙ γ_f), minus the mean over the vocabulary
+ * (TokenWriteConverter), one [V] array per node.
+ */
+export function outputTokenScores(
+  ctx: TdbModelContext,
+  run: InferenceResult,
   nodes: readonly NodeRef[],
-  excluded: ReadonlySet<number>,
-): (TopTokens | null)[] {
+): Float32Array[] {
   const { nEmbd: d, vocabSize: V } = ctx.model.config;
   const gain = ctx.model.weights.lnFGain;
   const directions = new Float32Array(nodes.length * d);
   nodes.forEach((node, i) => {
-    const w = writeVector(ctx, r, node);
+    const w = writeVector(ctx, run, node);
     for (let j = 0; j < d; j++) directions[i * d + j] = w[j] * gain[j];
   });
   const scores = scoreAgainstVocabulary(directions, nodes.length, ctx.model.weights.unembedding, d, V);
@@ -669,19 +747,37 @@ function upvotedOutputTokens(
     mean /= V;
     const centered = new Float32Array(V);
     for (let v = 0; v < V; v++) centered[v] = row[v] - mean;
-    return topTokens(ctx, centered, excluded);
+    return centered;
   });
+}
+
+export function upvotedOutputTokens(
+  ctx: TdbContext,
+  run: InferenceResult,
+  nodes: readonly NodeRef[],
+  excluded: ReadonlySet<number>,
+  count = 10,
+): (TopTokens | null)[] {
+  // In chunks: each node's scores span the whole vocabulary.
+  const out: (TopTokens | null)[] = [];
+  for (let start = 0; start < nodes.length; start += 64) {
+    for (const scores of outputTokenScores(ctx, run, nodes.slice(start, start + 64))) {
+      out.push(topTokens(ctx, scores, excluded, count));
+    }
+  }
+  return out;
 }
 
 /**
  * ∂(pre-activation)/∂x at the node's own residual x_mid[t], LN2 scale detached, scored against every token
  * embedding (no position embedding, no centering) — TDB's "input tokens that upvote" this MLP neuron or latent.
  */
-function inputTokensThatUpvoteMlp(
+export function inputTokensThatUpvoteMlp(
   ctx: TdbContext,
-  r: SubRun,
+  run: InferenceResult,
   nodes: readonly NodeRef[],
   excluded: ReadonlySet<number>,
+  count = 10,
 ): (TopTokens | null)[] {
   const { model } = ctx;
   const { nEmbd: d, nInner: F, vocabSize: V } = model.config;
@@ -704,7 +800,7 @@ function inputTokensThatUpvoteMlp(
       for (let i = 0; i < d; i++) dh[i] = lw.fcWeight[i * F + j];
     } else {
       const ae = (ctx.mlpAutoencoder as AutoencoderFamily).byLayer.get(L)!;
-      const pre = r.run.forward.activations.get(hookKey("mlp.pre_act", L))!.subarray(t * F, (t + 1) * F);
+      const pre = run.forward.activations.get(hookKey("mlp.pre_act", L))!.subarray(t * F, (t + 1) * F);
       const enc = ae.encoderRow(n.tensorIndices[1]);
       const dPre = new Float32Array(F);
       for (let f = 0; f < F; f++) dPre[f] = enc[f] * geluNewDerivative(pre[f]);
@@ -714,7 +810,7 @@ function inputTokensThatUpvoteMlp(
         dh[i] = acc;
       }
     }
-    const scale = r.run.forward.activations.get(hookKey("mlp_ln.scale", L))![t];
+    const scale = run.forward.activations.get(hookKey("mlp_ln.scale", L))![t];
     let mean = 0;
     for (let i = 0; i < d; i++) mean += dh[i] * lw.ln2Gain[i];
     mean /= d;
@@ -723,7 +819,7 @@ function inputTokensThatUpvoteMlp(
   const scores = scoreAgainstVocabulary(reads, eligible.length, model.weights.tokenEmbedding, d, V);
   const out: (TopTokens | null)[] = nodes.map(() => null);
   eligible.forEach(({ i }, row) => {
-    out[i] = topTokens(ctx, scores.subarray(row * V, (row + 1) * V), excluded);
+    out[i] = topTokens(ctx, scores.subarray(row * V, (row + 1) * V), excluded, count);
   });
   return out;
 }
@@ -734,11 +830,54 @@ function geluNewDerivative(x: number): number {
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
 }
 
-/** For active attention-write latents: which attended-to tokens drive the latent (§8.6). */
-function tokenPairAttribution(
-  ctx: TdbContext,
-  r: SubRun,
+/**
+ * W_enc[ℓ]·(Σ_h A[t,u,h]·V[u,h]·W_O[h]) for every key token u: the attention write from u to t projected on
+ * latent ℓ's encoder direction of the resid_delta_attn autoencoder at `layer` (biases excluded).
+ */
+export function attentionWriteToLatentByKey(
+  ctx: TdbModelContext,
+  run: InferenceResult,
+  layer: number,
+  latent: number,
+  t: number,
+): Float32Array {
+  const ae = ctx.attentionAutoencoder!.byLayer.get(layer)!;
+  const { nEmbd: d, nHead: H } = ctx.model.config;
+  const Dh = d / H;
+  const T = run.tokens.length;
+  const acts = run.forward.activations;
+  const probs = acts.get(hookKey("attn.qk_probs", layer))!;
+  const v = acts.get(hookKey("attn.v", layer))!;
+  const wO = ctx.model.weights.layers[layer].attnOutWeight;
+  const enc = ae.encoderRow(latent);
+  // W_enc[ℓ]·W_O[h] once per head, then A[t,u,h]·V[u,h]·that.
+  const encO = new Float32Array(d);
+  for (let i = 0; i < d; i++) {
+    let acc = 0;
+    for (let j = 0; j < d; j++) acc += wO[i * d + j] * enc[j];
+    encO[i] = acc;
+  }
+  const attributions = new Float32Array(T);
+  for (let u = 0; u < T; u++) {
+    let acc = 0;
+    for (let h = 0; h < H; h++) {
+      const p = probs[(t * T + u) * H + h];
+      if (p === 0) continue;
+      let dot = 0;
+      for (let i = 0; i < Dh; i++) dot += v[u * d + h * Dh + i] * encO[h * Dh + i];
+      acc += p * dot;
+    }
+    attributions[u] = acc;
+  }
+  return attributions;
+}
+
+/** For active attention-write latents: which attended-to tokens drive the latent (§8.6), top `count`. */
+export function tokenPairAttribution(
+  ctx: TdbModelContext,
+  run: InferenceResult,
   nodes: readonly NodeRef[],
+  count: number,
 ): (TopTokensAttendedTo | null)[] {
   const family = ctx.attentionAutoencoder;
   return nodes.map((node) => {
@@ -746,37 +885,10 @@ function tokenPairAttribution(
     const L = node.layer!;
     const ae = family.byLayer.get(L)!;
     const [t, l] = node.tensorIndices;
-    const z = r.run.attentionLatents.get(L)!.values[t * ae.nLatents + l];
+    const z = run.attentionLatents.get(L)!.values[t * ae.nLatents + l];
     if (!(z > 0)) return null;
-    const { nEmbd: d, nHead: H } = ctx.model.config;
-    const Dh = d / H;
-    const T = r.converted.tokens.length;
-    const acts = r.run.forward.activations;
-    const probs = acts.get(hookKey("attn.qk_probs", L))!;
-    const v = acts.get(hookKey("attn.v", L))!;
-    const wO = ctx.model.weights.layers[L].attnOutWeight;
-    const enc = ae.encoderRow(l);
-    // W_enc[ℓ]·W_O[h] once per head, then A[t,u,h]·V[u,h]·that.
-    const encO = new Float32Array(d);
-    for (let i = 0; i < d; i++) {
-      let acc = 0;
-      for (let j = 0; j < d; j++) acc += wO[i * d + j] * enc[j];
-      encO[i] = acc;
-    }
-    const attributions = new Float32Array(T);
-    for (let u = 0; u < T; u++) {
-      let acc = 0;
-      for (let h = 0; h < H; h++) {
-        const p = probs[(t * T + u) * H + h];
-        if (p === 0) continue;
-        let dot = 0;
-        for (let i = 0; i < Dh; i++) dot += v[u * d + h * Dh + i] * encO[h * Dh + i];
-        acc += p * dot;
-      }
-      attributions[u] = acc;
-    }
-    const k = Math.min(3, T);
-    const tokenIndices = largest(attributions, k);
+    const attributions = attentionWriteToLatentByKey(ctx, run, L, l, t);
+    const tokenIndices = largest(attributions, Math.min(count, run.tokens.length));
     return { tokenIndices, attributions: tokenIndices.map((u) => attributions[u]) };
   });
 }
