@@ -1,3 +1,4 @@
+export * from "./batched.js";
 export * from "./derived.js";
 export * from "./inference.js";
 export * from "./least-common-tokens.js";
