@@ -26,27 +26,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import torch
 from common import IOI_PROMPT, REPO_ROOT, load_tokenizer, write_json
+from make_attribution_reference import nested, sig7
 from tdb_torch import Autoencoder, Gpt2, decision_margin, gelu_new, layer_norm
 
-TINY = Path("/work/shared/fixtures/tiny-gpt2")
+TINY = REPO_ROOT.parent / "shared/fixtures/tiny-gpt2"
 L3_SAE = REPO_ROOT / "packages/attribution/test/fixtures/l3-sae"
 OUT = REPO_ROOT / "packages/attribution/test/golden/batched-reference.json"
 LEAST_COMMON = REPO_ROOT / "packages/attribution/src/least-common-tokens.ts"
 N_HEAD = 4
 KEEP = 110
 EPS = 1e-5
-
-
-def sig7(x: float) -> float:
-    return float(f"{x:.7g}")
-
-
-def nested(t: torch.Tensor) -> list:
-    return torch.as_tensor(t).detach().to(torch.float64).apply_(sig7).tolist()
 
 
 def least_common_ids(tokenizer) -> list[int]:

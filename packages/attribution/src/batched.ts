@@ -39,6 +39,7 @@ import {
   inputTokensThatUpvoteMlp,
   logitRowSums,
   type NodeRef,
+  now,
   outputTokenScores,
   type SelectionSource,
   selectTopAndBottomNodes,
@@ -1633,9 +1634,6 @@ export function normalizeAttentionTokenScalars(
 
 // ---------------------------------------------------------------------------------------------------------
 // Entry points
-
-const now = (): number =>
-  (globalThis as { performance?: { now(): number } }).performance?.now() ?? Date.now();
 
 /** Logit rows the specs of a sub-request read: "all", or the listed tokens. */
 function logitRowsNeeded(request: InferenceSubRequest, T: number, where: string): "all" | Set<number> {

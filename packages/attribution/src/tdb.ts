@@ -49,7 +49,7 @@ export interface TdbContext extends TdbModelContext {
 export const PROMPT_LENGTH_LIMIT = 500;
 
 /** Milliseconds from a monotonic clock where one exists (Node and browsers both have `performance`). */
-const now = (): number =>
+export const now = (): number =>
   (globalThis as { performance?: { now(): number } }).performance?.now() ?? Date.now();
 
 /** The exclusion TDB applies to GPT-2's vocabulary; other vocabularies get none. */
