@@ -4,6 +4,7 @@ export * from "./builtin-corpora.js";
 export * from "./collator.js";
 export * from "./components.js";
 export * from "./corpus.js";
+export * from "./explanation-batch.js";
 export * from "./merge.js";
 export * from "./records.js";
 export * from "./store.js";

@@ -25,6 +25,7 @@ import {
   isComponentKind,
   isTokenPairKind,
   KIND_DST,
+  kindForDst,
 } from "./components.js";
 import {
   type ActivationRecord,
@@ -400,11 +401,33 @@ export interface RecordOptions {
   dataset?: string;
 }
 
+/** One entry of TDB's /neuron_datasets_metadata. */
+export interface NeuronDatasetMetadata {
+  shortName: string;
+  derivedScalarType: string;
+  userVisibleName: string;
+  neuronDatasetPath: string;
+}
+
+const KIND_LABEL: Readonly<Record<ComponentKind, string>> = {
+  mlp_neuron: "MLP neurons",
+  attention_head: "attention heads",
+  mlp_autoencoder_latent: "MLP autoencoder latents",
+  attention_autoencoder_latent: "attention autoencoder latents",
+};
+
 export interface DatasetStore {
   readonly file: string;
   readonly name: string;
   metadata(): DatasetMetadata;
   components(): ComponentGroupInfo[];
+  /** TDB's /neuron_datasets_metadata entries: one per component kind present. */
+  neuronDatasetsMetadata(): NeuronDatasetMetadata[];
+  /**
+   * The kind a request's `dst` or node type means here, or null: the generic autoencoder names
+   * ("autoencoder_latent", "online_autoencoder_latent") resolve when the dataset has exactly one autoencoder kind.
+   */
+  resolveKind(dst: string): ComponentKind | null;
   statistics(kind: ComponentKind, layer: number, index: number): ComponentStatistics | null;
   /** TDB's NeuronRecord for a component (top and random sequences with token strings), or null. */
   record(kind: ComponentKind, layer: number, index: number): NeuronRecord | null;
@@ -501,6 +524,24 @@ export function openDatasetStore(file: string, options: OpenOptions = {}): Datas
         dst: KIND_DST[g.kind],
         values: isTokenPairKind(g.kind) ? "token_pairs" : "tokens",
       }));
+    },
+    neuronDatasetsMetadata() {
+      const kinds = [...new Set(run.groups.map((g) => g.kind))];
+      return kinds.map((kind) => ({
+        shortName: name,
+        derivedScalarType: KIND_DST[kind],
+        userVisibleName: `${name}: ${KIND_LABEL[kind]} (${run.model.name}, ${run.corpus.name})`,
+        neuronDatasetPath: file,
+      }));
+    },
+    resolveKind(dst) {
+      const present = new Set(run.groups.map((g) => g.kind));
+      if (dst === "autoencoder_latent" || dst === "online_autoencoder_latent") {
+        const latentKinds = [...present].filter((k) => k.endsWith("_autoencoder_latent"));
+        return latentKinds.length === 1 ? latentKinds[0] : null;
+      }
+      const kind = kindForDst(dst);
+      return kind && present.has(kind) ? kind : null;
     },
     statistics(kind, layer, index) {
       const g = group(kind, layer, index);

@@ -216,6 +216,14 @@ describe("collation against a brute-force recomputation", () => {
         "attention_head@1:4:token_pairs",
         "mlp_autoencoder_latent@0:512:tokens",
       ]);
+      expect(store.neuronDatasetsMetadata().map((m) => [m.shortName, m.derivedScalarType])).toEqual([
+        ["unsharded", "mlp_post_act"],
+        ["unsharded", "attn_write_norm"],
+        ["unsharded", "mlp_autoencoder_latent"],
+      ]);
+      expect(store.resolveKind("autoencoder_latent")).toBe("mlp_autoencoder_latent");
+      expect(store.resolveKind("unflattened_attn_write_norm")).toBe("attention_head");
+      expect(store.resolveKind("attention_autoencoder_latent")).toBeNull();
       expect(store.record("mlp_neuron", 2, 0)).toBeNull();
       expect(store.record("mlp_neuron", 0, 256)).toBeNull();
       expect(store.statistics("attention_autoencoder_latent", 0, 0)).toBeNull();
