@@ -247,6 +247,33 @@ export async function serveCommand(argv: string[]): Promise<number> {
     logRequests: !values.quiet,
   });
 
+  // Signal handlers go in before anything is printed: a supervisor may signal as soon as it sees the URL.
+  const stopped = new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        console.error(`tdb serve: ${signal} again, exiting now`);
+        process.exit(130);
+      }
+      stopping = true;
+      console.error(`tdb serve: ${signal}, finishing open requests and shutting down`);
+      const force = setTimeout(() => {
+        console.error("tdb serve: requests still open after 10 s; closing them");
+        server.server.closeAllConnections();
+      }, 10_000);
+      force.unref();
+      server.close().then(() => {
+        process.off("SIGINT", onInt);
+        process.off("SIGTERM", onTerm);
+        resolveExit(0);
+      });
+    };
+    const onInt = () => stop("SIGINT");
+    const onTerm = () => stop("SIGTERM");
+    process.on("SIGINT", onInt);
+    process.on("SIGTERM", onTerm);
+  });
+
   let address: { host: string; port: number; url: string };
   try {
     address = await server.listen(port, host);
@@ -285,31 +312,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   console.log(`TDB: http://${openHost}:${address.port}${tdbPagePath(tdb)}`);
   console.log(`listening on ${address.url}`);
 
-  return new Promise<number>((resolveExit) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) {
-        console.error(`tdb serve: ${signal} again, exiting now`);
-        process.exit(130);
-      }
-      stopping = true;
-      console.error(`tdb serve: ${signal}, finishing open requests and shutting down`);
-      const force = setTimeout(() => {
-        console.error("tdb serve: requests still open after 10 s; closing them");
-        server.server.closeAllConnections();
-      }, 10_000);
-      force.unref();
-      server.close().then(() => {
-        process.off("SIGINT", onInt);
-        process.off("SIGTERM", onTerm);
-        resolveExit(0);
-      });
-    };
-    const onInt = () => stop("SIGINT");
-    const onTerm = () => stop("SIGTERM");
-    process.on("SIGINT", onInt);
-    process.on("SIGTERM", onTerm);
-  });
+  return stopped;
 }
 
 function existingFolder(path: string): string | null {

@@ -101,7 +101,8 @@ describe("tdb serve lifecycle", () => {
     const serve = await startServe(TINY_ARGS);
     expect(serve.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     serve.child.kill("SIGINT");
-    expect(await serve.stop()).toBe(0);
+    const code = await serve.exited;
+    expect(code, `${serve.child.signalCode} ${serve.stderr()}`).toBe(0);
     expect(serve.stderr()).toMatch(/SIGINT, finishing open requests and shutting down/);
   });
 

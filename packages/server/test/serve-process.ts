@@ -21,6 +21,8 @@ export interface ServeProcess {
   child: ChildProcess;
   stdout: () => string;
   stderr: () => string;
+  /** The exit code, once the process has exited. */
+  exited: Promise<number | null>;
   /** SIGTERM, then the exit code (graceful shutdown). */
   stop: () => Promise<number | null>;
 }
@@ -69,6 +71,7 @@ export async function startServe(args: readonly string[], timeoutMs = 60_000): P
     child,
     stdout: () => out,
     stderr: () => err,
+    exited,
     stop: async () => {
       if (child.exitCode === null) child.kill("SIGTERM");
       return exited;
