@@ -100,6 +100,12 @@ export function createTdbServer(options: TdbServerOptions): TdbServer {
     queue,
   };
   const cors = options.cors ?? LOCALHOST_ONLY;
+  // Pages served by this server itself under a non-loopback address (bound to a LAN address or 0.0.0.0) are
+  // same-origin; on a loopback bind they are localhost origins anyway, and trusting the Host header there
+  // would open the door to DNS rebinding.
+  let trustSameOrigin = false;
+  const isSameOrigin = (req: IncomingMessage, origin: string) =>
+    trustSameOrigin && req.headers.host !== undefined && origin === `http://${req.headers.host}`;
   const routes = ALL_ROUTES;
   const byPath = new Map(routes.map((r) => [r.path, r]));
   let openApi: string | null = null;
@@ -184,7 +190,7 @@ export function createTdbServer(options: TdbServerOptions): TdbServer {
     let corsHeaders: Record<string, string> = {};
     try {
       if (origin !== undefined) {
-        if (!isAllowedOrigin(cors, origin)) {
+        if (!isAllowedOrigin(cors, origin) && !isSameOrigin(req, origin)) {
           throw new HttpError(
             403,
             `Origin ${origin.slice(0, 200)} is not allowed; this server accepts pages from localhost only (start it with --cors-origin to allow more)`,
@@ -250,6 +256,7 @@ export function createTdbServer(options: TdbServerOptions): TdbServer {
         server.listen(port, host, () => {
           server.off("error", onError);
           const address = server.address() as AddressInfo;
+          trustSameOrigin = !/^(127\.|::1$|::ffff:127\.)/.test(address.address);
           const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
           resolve({ host: address.address, port: address.port, url: `http://${shownHost}:${address.port}` });
         });

@@ -3,6 +3,7 @@
  * page, /openapi.json, body limits, the FIFO queue.
  */
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TdbContext } from "@tdb/attribution";
@@ -26,10 +27,32 @@ afterAll(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-async function start(options: Partial<TdbServerOptions> = {}): Promise<string> {
+async function start(options: Partial<TdbServerOptions> = {}, host = "127.0.0.1"): Promise<string> {
   const server = createTdbServer({ tdb, logRequests: false, ...options });
   servers.push(server);
-  return (await server.listen(0)).url;
+  return (await server.listen(0, host)).url;
+}
+
+/** A request with a chosen Host header (fetch does not allow setting it). */
+function statusWithHost(url: string, host: string, origin: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(url);
+    const req = httpRequest(
+      {
+        host: "127.0.0.1",
+        port: target.port,
+        path: "/model_info",
+        method: "POST",
+        headers: { Host: host, Origin: origin },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
 }
 
 describe("CORS", () => {
@@ -75,6 +98,18 @@ describe("CORS", () => {
     });
     expect(error.status).toBe(422);
     expect(error.headers.get("access-control-allow-origin")).toBe("http://localhost:1234");
+  });
+
+  it("same-origin pages are trusted only on a non-loopback bind (no DNS rebinding on localhost)", async () => {
+    const wide = await start({}, "0.0.0.0");
+    const port = new URL(wide).port;
+    expect(await statusWithHost(wide, `10.1.2.3:${port}`, `http://10.1.2.3:${port}`)).toBe(200);
+    expect(await statusWithHost(wide, `10.1.2.3:${port}`, `http://evil.example:${port}`)).toBe(403);
+    const local = await start();
+    const localPort = new URL(local).port;
+    expect(
+      await statusWithHost(local, `rebound.example:${localPort}`, `http://rebound.example:${localPort}`),
+    ).toBe(403);
   });
 
   it("--cors-origin widens the policy", async () => {
