@@ -34,7 +34,8 @@ const SERVE_USAGE = `usage: tdb serve [options]
   --host HOST                   interface to bind (default 127.0.0.1)
   --port PORT                   default 8000; 0 picks a free port
   --cors-origin ORIGIN|*        also allow pages from ORIGIN (repeatable; * allows any origin)
-  --quiet                       no per-request log lines`;
+  --quiet                       no per-request log lines
+  --threads N                   matrix products over N threads (handled by tdb for every command)`;
 
 /** The repository root, from packages/cli/{src,dist}/serve.{ts,js}. */
 const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
