@@ -2,6 +2,7 @@
 // Benchmarks import the built packages, so run `npm run build` first.
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { benchCollate } from "./collate.mjs";
 import { benchGemm } from "./gemm.mjs";
 import { benchModel } from "./model.mjs";
 
@@ -10,13 +11,15 @@ const suites = [
   ["gemm", benchGemm],
   ["model", benchModel],
   ["torch baseline (dev machines with .venv only)", benchTorch],
+  ["collate", benchCollate],
+  ["torch forward, collation shapes (dev machines with .venv only)", () => benchTorch("torch_forward.py")],
 ];
 
 /** PyTorch's numbers on this machine in the same run, so ratios compare like with like. */
-async function benchTorch() {
+async function benchTorch(file = "torch_gpt2.py") {
   const python = new URL("../../.venv/bin/python", import.meta.url).pathname;
   if (!existsSync(python)) return [];
-  const script = new URL("./torch_gpt2.py", import.meta.url).pathname;
+  const script = new URL(`./${file}`, import.meta.url).pathname;
   const env = { ...process.env, OMP_NUM_THREADS: "1", OPENBLAS_NUM_THREADS: "1", MKL_NUM_THREADS: "1" };
   const out = execFileSync(python, [script], { env, encoding: "utf8" });
   return out
@@ -44,3 +47,15 @@ const ratio = (ours, theirs) => {
 };
 ratio("gpt2-small-forward-t32", "torch-gpt2-small-forward-t32");
 ratio("gpt2-small-tdb-request-t32", "torch-gpt2-small-forward-backward-t32");
+// Collation throughput against PyTorch's forward on the same shapes (8 sequences of 64 tokens, batched).
+{
+  const ours = all.get("collate-gpt2-small-shaped");
+  const theirs = all.get("torch-gpt2-small-forward-8x64");
+  if (ours && theirs)
+    console.log(
+      JSON.stringify({
+        bench: "collate-gpt2-small-shaped-vs-torch-forward",
+        speedup: Number((ours.tokens_per_s / theirs.tokens_per_s).toFixed(3)),
+      }),
+    );
+}

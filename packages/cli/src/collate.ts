@@ -24,7 +24,8 @@ norms) and autoencoder latent: the top-k sequences by maximum value, random sequ
                               corpus (builtin:tiny). Documents are joined with <|endoftext|> and the token
                               stream is cut into contiguous windows of --seq-len tokens (a shorter tail is dropped).
   --out FILE                  the SQLite file; an unfinished FILE made with the same settings is resumed
-  --mlp-autoencoder DIR       also collate these latents (mlp_post_act or resid_delta_mlp)
+  --mlp-autoencoder DIR       also collate these latents (mlp_post_act or resid_delta_mlp; mlp_post_act when
+                              neither the files nor the folder's name say)
   --attn-autoencoder DIR      also collate these latents (resid_delta_attn)
   --seq-len N                 tokens per sequence (default 64)
   --top-k N                   top sequences kept per component (default 20)
@@ -122,9 +123,17 @@ export async function collateCommand(argv: string[]): Promise<number> {
 
   const { model, tokenizer, dir } = await loadModel(values.model, { onProgress: createProgressBar() });
   const modelName = existsSync(values.model) ? basename(resolve(values.model)) : values.model;
-  const loadFamily = async (path: string | undefined, site?: AutoencoderSite) =>
-    path ? await loadAutoencoderFamily(path, site ? { site } : {}) : null;
-  const mlpAutoencoder = await loadFamily(values["mlp-autoencoder"]);
+  // The files (or the folder's name) say where a family attaches; when they don't, the flag decides.
+  const loadFamily = async (path: string | undefined, fallbackSite: AutoencoderSite) => {
+    if (!path) return null;
+    try {
+      return await loadAutoencoderFamily(path);
+    } catch (error) {
+      if (!/cannot tell where/.test((error as Error).message)) throw error;
+      return await loadAutoencoderFamily(path, { site: fallbackSite });
+    }
+  };
+  const mlpAutoencoder = await loadFamily(values["mlp-autoencoder"], "mlp_post_act");
   const attentionAutoencoder = await loadFamily(values["attn-autoencoder"], "resid_delta_attn");
   const corpus = tokenizeCorpus(readCorpus(values.corpus), tokenizer);
 

@@ -1,0 +1,57 @@
+// Collation benchmark on the built packages: a random GPT-2-small-shaped model over sequences of 64 tokens with
+// the default settings (top 20, random 20), writing a real SQLite file. benchCollate() resolves to
+// [{bench: "collate-gpt2-small-shaped", tokens_per_s, …}]: tokens_per_s covers 8 sequences after 2 warm-up
+// sequences (forward, write norms, top-k/random/statistics bookkeeping); the last commit is timed apart.
+import { readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { collate, readCorpus, tokenizeCorpus } from "../../packages/datasets/dist/index.js";
+import { GPT2_SMALL_ARCHITECTURE, Gpt2Tokenizer, randomGpt2 } from "../../packages/model/dist/index.js";
+
+const TINY = new URL("../../../shared/fixtures/tiny-gpt2/", import.meta.url);
+const SEQ_LEN = 64;
+const WARMUP = 2;
+const MEASURED = 8;
+
+export async function benchCollate() {
+  const model = randomGpt2(GPT2_SMALL_ARCHITECTURE, 1, 0.05);
+  const tokenizer = Gpt2Tokenizer.fromVocabAndMerges(
+    readFileSync(new URL("vocab.json", TINY), "utf8"),
+    readFileSync(new URL("merges.txt", TINY), "utf8"),
+  );
+  const full = tokenizeCorpus(readCorpus("builtin:tiny"), tokenizer);
+  // One extra sequence so the final commit falls outside the timed window.
+  const count = WARMUP + MEASURED + 1;
+  if (full.tokens.length < count * SEQ_LEN)
+    throw new Error("builtin:tiny is too short for the collate benchmark");
+  const corpus = { ...full, tokens: full.tokens.slice(0, count * SEQ_LEN) };
+  const out = join(tmpdir(), `tdb-bench-collate-${process.pid}.db`);
+  rmSync(out, { force: true });
+  const marks = [];
+  const t0 = performance.now();
+  try {
+    await collate({
+      model,
+      modelName: "random-gpt2-small",
+      tokenizer,
+      corpus,
+      out,
+      seqLen: SEQ_LEN,
+      commitEverySequences: 1000,
+      onProgress: () => marks.push(performance.now()),
+    });
+  } finally {
+    rmSync(out, { force: true });
+  }
+  const seconds = (marks[WARMUP + MEASURED - 1] - marks[WARMUP - 1]) / 1000;
+  return [
+    {
+      bench: "collate-gpt2-small-shaped",
+      tokens_per_s: Number(((MEASURED * SEQ_LEN) / seconds).toFixed(1)),
+      sequences: MEASURED,
+      seq_len: SEQ_LEN,
+      final_commit_s: Number(((marks[count - 1] - marks[count - 2]) / 1000).toFixed(2)),
+      total_s: Number(((performance.now() - t0) / 1000).toFixed(2)),
+    },
+  ];
+}
