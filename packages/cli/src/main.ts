@@ -25,6 +25,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   generate: generateCommand,
   serve: async (argv) => (await import("./serve.js")).serveCommand(argv),
+  "train-sae": async (argv) => (await import("./train-sae.js")).trainSaeCommand(argv),
   collate: async (argv) => (await import("./collate.js")).collateCommand(argv),
 };
 
