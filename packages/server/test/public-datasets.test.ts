@@ -280,6 +280,38 @@ describe("read routes over HTTP", () => {
     expect(metadata.json).toHaveLength(9);
   });
 
+  it("/derived_scalars normalises by the record named in normalizeActivationsUsingNeuronRecord", async () => {
+    const body = (normalize: unknown) => ({
+      inferenceRequestSpec: { prompt: "When Mary and John went" },
+      derivedScalarsRequestSpec: {
+        dst: "mlp_post_act",
+        layerIndex: 0,
+        activationIndex: 5,
+        normalizeActivationsUsingNeuronRecord: normalize,
+      },
+    });
+    const plain = await post("/derived_scalars", body(null));
+    expect(plain.status, JSON.stringify(plain.json)).toBe(200);
+    expect(plain.json.derivedScalarsResponseData.normalizedActivations).toBeNull();
+    const activations: number[] = plain.json.derivedScalarsResponseData.activations;
+    expect(activations).toHaveLength(5);
+    const normalized = await post(
+      "/derived_scalars",
+      body({ dst: "mlp_post_act", layerIndex: 0, activationIndex: 5, datasets: ["gpt2-small"] }),
+    );
+    expect(normalized.status).toBe(200);
+    // The bucket's record for neuron 0:5 has max activation 4.
+    expect(normalized.json.derivedScalarsResponseData.normalizedActivations).toEqual(
+      activations.map((a) => Math.max(a, 0) / 4),
+    );
+    const missing = await post(
+      "/derived_scalars",
+      body({ dst: "mlp_post_act", layerIndex: 0, activationIndex: 6, datasets: ["gpt2-small"] }),
+    );
+    expect(missing.status).toBe(200);
+    expect(missing.json.derivedScalarsResponseData.normalizedActivations).toBeNull();
+  });
+
   it("404 for a node no dataset holds, 400 for a foreign URL, 503 for /explain", async () => {
     const missing = await post("/neuron_record", {
       dst: "mlp_post_act",

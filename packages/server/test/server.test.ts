@@ -6,7 +6,13 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TdbContext } from "@tdb/attribution";
+import {
+  BatchedResponseSchema,
+  DerivedAttentionScalarsResponseSchema,
+  DerivedScalarsResponseSchema,
+  MultipleTopKDerivedScalarsResponseSchema,
+  type TdbContext,
+} from "@tdb/attribution";
 import { loadModel } from "@tdb/model/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseCorsOrigins } from "../src/cors.js";
@@ -267,6 +273,66 @@ describe("limits", () => {
       }),
     });
     expect(response.status).toBe(200);
+  });
+});
+
+describe("derived-scalar routes", () => {
+  it("/batched, /derived_scalars, /derived_attention_scalars, /multiple_top_k_derived_scalars answer in TDB's shapes", async () => {
+    const url = await start();
+    const inferenceRequestSpec = {
+      prompt: "When Mary and John went",
+      lossFnConfig: { name: "logit_diff", targetTokens: [" Mary"], distractorTokens: [" John"] },
+    };
+    const post = async (path: string, body: unknown) => {
+      const response = await fetch(url + path, { method: "POST", body: JSON.stringify(body) });
+      return { status: response.status, json: await response.json() };
+    };
+    const topK = {
+      specType: "multiple_top_k_derived_scalars_request_spec",
+      dstListByGroupId: { activation: ["mlp_post_act"] },
+      tokenIndex: null,
+      topAndBottomK: 3,
+    };
+    const batched = await post("/batched", {
+      inferenceSubRequests: [{ inferenceRequestSpec, processingRequestSpecByName: { top: topK } }],
+    });
+    expect(batched.status, JSON.stringify(batched.json)).toBe(200);
+    BatchedResponseSchema.parse(batched.json);
+    const derived = await post("/derived_scalars", {
+      inferenceRequestSpec,
+      derivedScalarsRequestSpec: { dst: "mlp_post_act", layerIndex: 1, activationIndex: 7, numTopTokens: 3 },
+    });
+    expect(derived.status, JSON.stringify(derived.json)).toBe(200);
+    DerivedScalarsResponseSchema.parse(derived.json);
+    const attention = await post("/derived_attention_scalars", {
+      inferenceRequestSpec,
+      derivedAttentionScalarsRequestSpec: {
+        dst: "unflattened_attn_write_norm",
+        layerIndex: 0,
+        activationIndex: 2,
+      },
+    });
+    expect(attention.status, JSON.stringify(attention.json)).toBe(200);
+    DerivedAttentionScalarsResponseSchema.parse(attention.json);
+    const multi = await post("/multiple_top_k_derived_scalars", {
+      inferenceRequestSpec,
+      multipleTopKDerivedScalarsRequestSpec: topK,
+    });
+    expect(multi.status, JSON.stringify(multi.json)).toBe(200);
+    MultipleTopKDerivedScalarsResponseSchema.parse(multi.json);
+    expect(multi.json.multipleTopKDerivedScalarsResponseData.activationsByGroupId).toEqual(
+      batched.json.inferenceSubResponses[0].processingResponseDataByName.top.activationsByGroupId,
+    );
+    const tooMany = await post("/multiple_top_k_derived_scalars", {
+      inferenceRequestSpec,
+      multipleTopKDerivedScalarsRequestSpec: { ...topK, topAndBottomK: 10_000 },
+    });
+    expect(tooMany.status).toBe(400);
+    const unknownDst = await post("/derived_scalars", {
+      inferenceRequestSpec,
+      derivedScalarsRequestSpec: { dst: "flattened_attn_post_softmax", layerIndex: 0, activationIndex: 0 },
+    });
+    expect(unknownDst.status).toBeLessThan(500);
   });
 });
 

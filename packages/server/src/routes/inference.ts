@@ -1,21 +1,26 @@
 /** Routes that run the model (TDB's inference_routes.py), all through the FIFO queue, plus /model_info. */
-import * as attribution from "@tdb/attribution";
 import {
+  type BatchedContext,
   type BatchedRequest,
   BatchedRequestSchema,
-  type BatchedResponse,
   BatchedResponseSchema,
   BatchedTdbRequestSchema,
   DerivedAttentionScalarsRequestSchema,
   DerivedAttentionScalarsResponseSchema,
   DerivedScalarsRequestSchema,
   DerivedScalarsResponseSchema,
+  handleBatched,
   handleBatchedTdb,
+  handleDerivedAttentionScalars,
+  handleDerivedScalars,
+  handleMultipleTopKDerivedScalars,
   type InferenceRequestSpec,
   type ModelInfoResponse,
   ModelInfoResponseSchema,
   MultipleTopKDerivedScalarsRequestSchema,
   MultipleTopKDerivedScalarsResponseSchema,
+  type NodeIdAndDatasets,
+  type NormalizationRecord,
   type ProcessingRequestSpec,
   type TdbContext,
 } from "@tdb/attribution";
@@ -68,50 +73,74 @@ function checkProcessing(app: AppContext, spec: ProcessingRequestSpec, where: st
   }
 }
 
-type BatchedHandler = (ctx: TdbContext, request: BatchedRequest) => BatchedResponse;
-
-/** The generic /batched implementation, once @tdb/attribution provides it (another engineer's work). */
-function batchedHandler(): BatchedHandler | null {
-  const candidate = (attribution as Record<string, unknown>).handleBatched;
-  return typeof candidate === "function" ? (candidate as BatchedHandler) : null;
+/**
+ * Dataset records named by normalizeActivationsUsingNeuronRecord, fetched before the job is queued (the
+ * computation asks for them synchronously); a record that cannot be read leaves the activations unnormalised.
+ */
+async function normalizationContext(
+  app: AppContext,
+  specs: readonly ProcessingRequestSpec[],
+): Promise<BatchedContext> {
+  const records = new Map<string, NormalizationRecord | null>();
+  const key = (node: NodeIdAndDatasets) => JSON.stringify(node);
+  const datasets = app.datasets;
+  if (datasets) {
+    for (const spec of specs) {
+      if (
+        spec.specType !== "derived_scalars_request_spec" &&
+        spec.specType !== "derived_attention_scalars_request_spec"
+      ) {
+        continue;
+      }
+      const node = spec.normalizeActivationsUsingNeuronRecord;
+      if (!node || records.has(key(node))) continue;
+      let record: NormalizationRecord | null = null;
+      try {
+        if (spec.specType === "derived_scalars_request_spec") {
+          record = { maxActivation: (await datasets.neuronRecord(node)).maxActivation };
+        } else {
+          const response = await datasets.attentionHeadRecord(node);
+          record = {
+            maxActivation: response.maxAttentionActivation,
+            attentionSequences: response.mostPositiveTokenSequences.map((sequence) =>
+              sequence.map((t) => t.scalars),
+            ),
+          };
+        }
+      } catch {
+        record = null;
+      }
+      records.set(key(node), record);
+    }
+  }
+  return { ...app.tdb, normalizationRecord: (node) => records.get(key(node)) ?? null };
 }
 
-function runBatched(app: AppContext, request: BatchedRequest, closed: () => boolean, route: string) {
-  const handle = batchedHandler();
-  if (!handle)
-    throw new HttpError(501, `${route} is not implemented yet (the generic batched handler is missing)`);
+function checkBatched(app: AppContext, request: BatchedRequest): ProcessingRequestSpec[] {
   checkCount(app, request.inferenceSubRequests.length, "inferenceSubRequests");
+  const specs: ProcessingRequestSpec[] = [];
   request.inferenceSubRequests.forEach((sub, i) => {
     checkInference(app, sub.inferenceRequestSpec, `inferenceSubRequests[${i}].inferenceRequestSpec`);
     for (const [name, spec] of Object.entries(sub.processingRequestSpecByName)) {
       checkProcessing(app, spec, `inferenceSubRequests[${i}].processingRequestSpecByName.${name}`);
+      specs.push(spec);
     }
   });
-  return app.queue.run(() => handle(app.tdb, request), closed);
+  return specs;
 }
 
-/** The single-spec routes are one-sub-request batches; the answer keeps that spec's data under its own key. */
-async function runSingle(
+/** The single-spec routes: the same checks, the records, then the computation in the queue. */
+async function runSingle<T>(
   app: AppContext,
   inferenceRequestSpec: InferenceRequestSpec,
   spec: ProcessingRequestSpec,
-  responseKey: string,
   closed: () => boolean,
-  route: string,
-): Promise<Record<string, unknown>> {
-  const response = await runBatched(
-    app,
-    {
-      inferenceSubRequests: [{ inferenceRequestSpec, processingRequestSpecByName: { [responseKey]: spec } }],
-    },
-    closed,
-    route,
-  );
-  const sub = response.inferenceSubResponses[0];
-  return {
-    inferenceAndTokenData: sub.inferenceResponse.inferenceAndTokenData,
-    [responseKey]: sub.processingResponseDataByName[responseKey],
-  };
+  compute: (ctx: BatchedContext) => T,
+): Promise<T> {
+  checkInference(app, inferenceRequestSpec, "inferenceRequestSpec");
+  checkProcessing(app, spec, "the processing spec");
+  const ctx = await normalizationContext(app, [spec]);
+  return app.queue.run(() => compute(ctx), closed);
 }
 
 export const inferenceRoutes: Route[] = [
@@ -152,8 +181,11 @@ export const inferenceRoutes: Route[] = [
     summary: "Generic batch of inference sub-requests with named processing specs.",
     request: { name: "BatchedRequest", schema: BatchedRequestSchema },
     response: { name: "BatchedResponse", schema: BatchedResponseSchema },
-    errors: [400, 413, 501, 503],
-    handle: (app, body, info) => runBatched(app, body, info.closed, "/batched"),
+    errors: [400, 413, 503],
+    handle: async (app, body, info) => {
+      const ctx = await normalizationContext(app, checkBatched(app, body));
+      return app.queue.run(() => handleBatched(ctx, body), info.closed);
+    },
   }),
   defineRoute({
     path: "/derived_scalars",
@@ -162,15 +194,10 @@ export const inferenceRoutes: Route[] = [
     summary: "One derived scalar per token for one node (node page).",
     request: { name: "DerivedScalarsRequest", schema: DerivedScalarsRequestSchema },
     response: { name: "DerivedScalarsResponse", schema: DerivedScalarsResponseSchema },
-    errors: [400, 413, 501, 503],
+    errors: [400, 413, 503],
     handle: (app, body, info) =>
-      runSingle(
-        app,
-        body.inferenceRequestSpec,
-        body.derivedScalarsRequestSpec,
-        "derivedScalarsResponseData",
-        info.closed,
-        "/derived_scalars",
+      runSingle(app, body.inferenceRequestSpec, body.derivedScalarsRequestSpec, info.closed, (ctx) =>
+        handleDerivedScalars(ctx, body),
       ),
   }),
   defineRoute({
@@ -180,15 +207,10 @@ export const inferenceRoutes: Route[] = [
     summary: "Token-pair scalars for one attention head or attention latent (node page).",
     request: { name: "DerivedAttentionScalarsRequest", schema: DerivedAttentionScalarsRequestSchema },
     response: { name: "DerivedAttentionScalarsResponse", schema: DerivedAttentionScalarsResponseSchema },
-    errors: [400, 413, 501, 503],
+    errors: [400, 413, 503],
     handle: (app, body, info) =>
-      runSingle(
-        app,
-        body.inferenceRequestSpec,
-        body.derivedAttentionScalarsRequestSpec,
-        "derivedAttentionScalarsResponseData",
-        info.closed,
-        "/derived_attention_scalars",
+      runSingle(app, body.inferenceRequestSpec, body.derivedAttentionScalarsRequestSpec, info.closed, (ctx) =>
+        handleDerivedAttentionScalars(ctx, body),
       ),
   }),
   defineRoute({
@@ -201,15 +223,14 @@ export const inferenceRoutes: Route[] = [
       name: "MultipleTopKDerivedScalarsResponse",
       schema: MultipleTopKDerivedScalarsResponseSchema,
     },
-    errors: [400, 413, 501, 503],
+    errors: [400, 413, 503],
     handle: (app, body, info) =>
       runSingle(
         app,
         body.inferenceRequestSpec,
         body.multipleTopKDerivedScalarsRequestSpec,
-        "multipleTopKDerivedScalarsResponseData",
         info.closed,
-        "/multiple_top_k_derived_scalars",
+        (ctx) => handleMultipleTopKDerivedScalars(ctx, body),
       ),
   }),
 ];
