@@ -14,6 +14,7 @@ import {
   LOCALHOST_ONLY,
   PublicDatasetSource,
   parseCorsOrigins,
+  setupExplanations,
   tdbPagePath,
 } from "@tdb/server";
 import { numberFlag, UsageError } from "./main.js";
@@ -31,6 +32,9 @@ const SERVE_USAGE = `usage: tdb serve [options]
   --datasets SOURCE             neuron datasets for the read routes (repeatable): "openai" for OpenAI's public
                                 collated datasets, or an https:// base URL laid out the same way
   --datasets-cache DIR          on-disk cache for downloaded records (default: $XDG_CACHE_HOME/tdb-ts/datasets)
+  --llm-endpoint URL            OpenAI-compatible base URL for /explain and /score (default $TDB_LLM_BASE_URL or
+                                $OPENAI_BASE_URL, else OpenAI when $OPENAI_API_KEY is set); none: offline explainer
+  --llm-model NAME              (default $TDB_LLM_MODEL; gpt-4o on OpenAI)
   --host HOST                   interface to bind (default 127.0.0.1)
   --port PORT                   default 8000; 0 picks a free port
   --cors-origin ORIGIN|*        also allow pages from ORIGIN (repeatable; * allows any origin)
@@ -50,7 +54,8 @@ function isDirectory(path: string): boolean {
 
 export function defaultModelDir(root = REPO_ROOT): { model: string; autoencoders: string | null } | null {
   const demo = join(root, "assets", "demo");
-  if (isDirectory(join(demo, "model"))) {
+  // The demo model is trained in place; until its config.json is written the folder is not a model yet.
+  if (existsSync(join(demo, "model", "config.json"))) {
     return { model: join(demo, "model"), autoencoders: join(demo, "autoencoders") };
   }
   const tiny = resolve(root, "..", "shared", "fixtures", "tiny-gpt2");
@@ -126,6 +131,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
       "attn-autoencoder-name": { type: "string" },
       datasets: { type: "string", multiple: true },
       "datasets-cache": { type: "string" },
+      "llm-endpoint": { type: "string" },
+      "llm-model": { type: "string" },
       host: { type: "string" },
       port: { type: "string" },
       "cors-origin": { type: "string", multiple: true },
@@ -240,9 +247,20 @@ export async function serveCommand(argv: string[]): Promise<number> {
       : datasetSources.length === 1
         ? datasetSources[0]
         : new CombinedDatasetSource(datasetSources);
+  // /explain, /score, /existing_explanations (packages/explain); local dataset files go in `stores`.
+  const explanations =
+    datasets &&
+    setupExplanations({
+      source: datasets,
+      stores: [],
+      llm: { baseUrl: values["llm-endpoint"], model: values["llm-model"] },
+      cacheDir: join(values["datasets-cache"] ?? defaultCacheDir(), "..", "explanations"),
+      log: (line) => console.error(line),
+    });
   const server = createTdbServer({
     tdb,
-    datasets,
+    datasets: explanations ? explanations.datasets : datasets,
+    explainer: explanations ? explanations.explainer : null,
     cors,
     viewerDir: isDirectory(viewerDir) ? viewerDir : null,
     logRequests: !values.quiet,
@@ -298,6 +316,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (attentionAutoencoder)
     console.log(`tdb serve: attention autoencoder ${describeFamily(attentionAutoencoder)}`);
   if (datasets) console.log(`tdb serve: datasets from ${datasets.description}`);
+  if (explanations) console.log(`tdb serve: explanations by ${explanations.explainer.description}`);
   if (modelName.includes("_")) {
     console.log(
       `tdb serve: note: TDB's viewer splits page paths at "_", so a model name with "_" confuses it`,

@@ -3,7 +3,7 @@
  * graceful shutdown on SIGINT, and the default-model choice.
  */
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -116,6 +116,9 @@ describe("tdb serve lifecycle", () => {
       autoencoders: null,
     });
     mkdirSync(join(root, "assets", "demo", "model"), { recursive: true });
+    // Not a model until its config.json exists (the demo is trained in place).
+    expect(defaultModelDir(root)?.model).toBe(join(scratch, "shared", "fixtures", "tiny-gpt2"));
+    writeFileSync(join(root, "assets", "demo", "model", "config.json"), "{}");
     expect(defaultModelDir(root)).toEqual({
       model: join(root, "assets", "demo", "model"),
       autoencoders: join(root, "assets", "demo", "autoencoders"),
