@@ -27,6 +27,7 @@ const COMMANDS: Record<string, Command> = {
   serve: async (argv) => (await import("./serve.js")).serveCommand(argv),
   "train-sae": async (argv) => (await import("./train-sae.js")).trainSaeCommand(argv),
   collate: async (argv) => (await import("./collate.js")).collateCommand(argv),
+  explain: async (argv) => (await import("./explain.js")).explainCommand(argv),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,1 +1,9 @@
-export {};
+export * from "./batch.js";
+export * from "./explainers.js";
+export * from "./llm.js";
+export * from "./llm-explainer.js";
+export * from "./metrics.js";
+export * from "./offline.js";
+export * from "./pairs.js";
+export * from "./prompts.js";
+export * from "./records.js";

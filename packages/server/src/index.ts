@@ -1,5 +1,7 @@
 export * from "./cors.js";
 export * from "./datasets.js";
+export * from "./explainer.js";
+export * from "./explanation-cache.js";
 export { HttpError } from "./http.js";
 export { buildOpenApi } from "./openapi.js";
 export * from "./public-datasets.js";
