@@ -202,35 +202,37 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const loaded = await loadModel(modelSource, { onProgress: createProgressBar() });
   const modelName = values["model-name"] ?? basename(modelSource.replace(/[/\\]+$/, ""));
 
-  let mlpAutoencoder: AutoencoderFamily | null = null;
-  let attentionAutoencoder: AutoencoderFamily | null = null;
-  const mlpFolder =
-    mlpDir || (demoAutoencoders && !attnDir ? existingFolder(join(demoAutoencoders, "mlp_post_act")) : null);
-  const attnFolder =
-    attnDir ||
-    (demoAutoencoders && !mlpDir ? existingFolder(join(demoAutoencoders, "resid_delta_attn")) : null);
-  if (mlpFolder) {
-    mlpAutoencoder = await loadAutoencoderFamily(mlpFolder, {
-      name: values["mlp-autoencoder-name"],
-      site: mlpSite,
-    });
-    checkAutoencoderFits(mlpAutoencoder, "mlp", loaded.config, "mlp-autoencoder");
-  }
-  if (attnFolder) {
-    attentionAutoencoder = await loadAutoencoderFamily(attnFolder, {
-      name: values["attn-autoencoder-name"],
-    }).catch((error: Error) => {
-      // An attention family can only sit at resid_delta_attn, so an unlabelled one is taken to be that.
-      if (/cannot tell where/.test(error.message)) {
-        return loadAutoencoderFamily(attnFolder, {
-          name: values["attn-autoencoder-name"],
-          site: "resid_delta_attn",
-        });
-      }
-      throw error;
-    });
-    checkAutoencoderFits(attentionAutoencoder, "attention", loaded.config, "attn-autoencoder");
-  }
+  // Explicit folders must load; the demo's own autoencoders are optional (they may still be training).
+  const mlpDemo = !mlpDir && demoAutoencoders ? existingFolder(join(demoAutoencoders, "mlp_post_act")) : null;
+  const attnDemo =
+    !attnDir && demoAutoencoders ? existingFolder(join(demoAutoencoders, "resid_delta_attn")) : null;
+  const loadRole = async (
+    folder: string,
+    role: "mlp" | "attention",
+    optional: boolean,
+  ): Promise<AutoencoderFamily | null> => {
+    const flag = role === "mlp" ? "mlp-autoencoder" : "attn-autoencoder";
+    try {
+      const options = { name: values[`${flag}-name`], site: role === "mlp" ? mlpSite : undefined };
+      const family = await loadAutoencoderFamily(folder, options).catch((error: Error) => {
+        // An attention family can only sit at resid_delta_attn, so an unlabelled one is taken to be that.
+        if (role === "attention" && /cannot tell where/.test(error.message)) {
+          return loadAutoencoderFamily(folder, { ...options, site: "resid_delta_attn" });
+        }
+        throw error;
+      });
+      checkAutoencoderFits(family, role, loaded.config, flag);
+      return family;
+    } catch (error) {
+      if (!optional) throw error;
+      console.error(`tdb serve: skipping the demo autoencoders in ${folder}: ${(error as Error).message}`);
+      return null;
+    }
+  };
+  const mlpFolder = mlpDir || mlpDemo;
+  const attnFolder = attnDir || attnDemo;
+  const mlpAutoencoder = mlpFolder ? await loadRole(mlpFolder, "mlp", !mlpDir) : null;
+  const attentionAutoencoder = attnFolder ? await loadRole(attnFolder, "attention", !attnDir) : null;
 
   const tdb: TdbContext = {
     model: loaded.model,
