@@ -7,13 +7,20 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
-const USAGE = `usage: tdb <command> [options]
+const USAGE = `usage: tdb <command> [options]      (tdb <command> --help for a command's options)
 
 commands:
+  serve      [--model DIR|NAME] [--mlp-autoencoder DIR] [--attn-autoencoder DIR] [--datasets FILE|openai]
+             [--host 127.0.0.1] [--port 8000]
+             Starts TDB's activation server and viewer (default model: the embedded demo model).
   generate   --model DIR|NAME --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
              Prints the prompt followed by its continuation (greedy unless --temperature > 0).
-  serve      [--model DIR|NAME] [--host 127.0.0.1] [--port 8000]
-             Starts TDB's activation server.
+  collate    --model DIR|NAME --corpus FILE|NAME --out FILE [--seq-len 64] [--top-k 20] [--shard I/N]
+             Collates top-activating dataset examples into an SQLite file; 'collate merge' joins shards.
+  explain    --datasets FILE [--offline | --endpoint URL --llm-model NAME]
+             Writes explanations and scores for a collated dataset's components.
+  train-sae  --model DIR|NAME --site SITE --layer L --corpus FILE|NAME --out DIR
+             Trains a sparse autoencoder on one layer's activations.
 
 generate and serve take --threads N: matrix products over N threads (default 2 where 2+ cores; 1 = one thread).
 
