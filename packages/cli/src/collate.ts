@@ -108,9 +108,9 @@ export async function collateCommand(argv: string[]): Promise<number> {
     },
     strict: true,
   });
-  if (!values.model) throw new UsageError(`--model is required\n\n${COLLATE_USAGE}`);
-  if (!values.corpus) throw new UsageError(`--corpus is required\n\n${COLLATE_USAGE}`);
-  if (!values.out) throw new UsageError(`--out is required\n\n${COLLATE_USAGE}`);
+  if (!values.model) throw new UsageError(`--model is required; see tdb collate --help`);
+  if (!values.corpus) throw new UsageError(`--corpus is required; see tdb collate --help`);
+  if (!values.out) throw new UsageError(`--out is required; see tdb collate --help`);
   const seqLen = numberFlag("seq-len", values["seq-len"], 64, true);
   const topK = numberFlag("top-k", values["top-k"], 20, true);
   const randomCount = numberFlag("random", values.random, 20, true);
@@ -211,9 +211,9 @@ function mergeCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
     strict: true,
   });
-  if (!values.out) throw new UsageError(`collate merge: --out is required\n\n${COLLATE_USAGE}`);
+  if (!values.out) throw new UsageError(`collate merge: --out is required; see tdb collate --help`);
   if (positionals.length === 0)
-    throw new UsageError(`collate merge: name the shard files to merge\n\n${COLLATE_USAGE}`);
+    throw new UsageError(`collate merge: name the shard files to merge; see tdb collate --help`);
   const { progress } = mergeDatasets(positionals, values.out);
   console.error(`merged ${positionals.length} shards (${progress.total} sequences) into ${values.out}`);
   return Promise.resolve(0);
