@@ -5,12 +5,12 @@ export function formatToken(token: string): string {
   return token.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ /g, "·");
 }
 
+/** Fixed decimals like TDB's grids; "-0.00" reads as "0.00"; huge values switch to exponents. */
 export function formatNumber(value: number | null | undefined, digits = 2): string {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
-  if (value === 0) return (0).toFixed(digits);
-  const abs = Math.abs(value);
-  if (abs >= 1e5 || abs < 10 ** -digits / 2) return value.toExponential(1);
-  return value.toFixed(digits);
+  if (Math.abs(value) >= 1e6) return value.toExponential(2);
+  const text = value.toFixed(digits);
+  return /^-0\.?0*$/.test(text) ? text.slice(1) : text;
 }
 
 /**

@@ -33,8 +33,8 @@ function pairColor(colorIn: number, colorOut: number): string {
   const a = Math.max(0, Math.min(1, colorIn));
   const b = Math.max(0, Math.min(1, colorOut));
   // magenta removes green, cyan removes red.
-  const r = Math.round(255 * (1 - 0.85 * b));
-  const g = Math.round(255 * (1 - 0.85 * a));
+  const r = Math.round(255 * (1 - 0.6 * b));
+  const g = Math.round(255 * (1 - 0.6 * a));
   return a === 0 && b === 0 ? "transparent" : `rgb(${r}, ${g}, 255)`;
 }
 

@@ -15,6 +15,7 @@ import { datasetNamesFor, derivedScalarTypeFor, isTokenPairNode, nodeTypeFromSeg
 import { formatNumber } from "../format.js";
 import { type Async, isUnavailable, useAsync, useModelInfo } from "../hooks.js";
 import { Link, navigate, useLocation } from "../router.js";
+import { attentionPatternRequest, PatternGrid, unflattenLowerTriangle } from "../tdb/AttentionPatternCard.js";
 import { Card, ErrorBox, Loading, Note, TokenPill } from "../ui/components.js";
 import { type HeatToken, TokenHeatmap, TokenHeatmap2d } from "./Heatmaps.js";
 
@@ -356,7 +357,31 @@ function ActivationsForPrompt({
           label={`Token pairs for: ${prompt}`}
         />
       )}
+      {nodeType === "attention_head" && <HeadPattern prompt={prompt} layer={layer} head={index} />}
     </div>
+  );
+}
+
+/** Beyond TDB: the head's attention pattern (post-softmax) on the same prompt. */
+function HeadPattern({ prompt, layer, head }: { prompt: string; layer: number; head: number }) {
+  const [open, setOpen] = useState(false);
+  const pattern = useAsync(open ? JSON.stringify([prompt, layer, head]) : null, (signal) =>
+    api.derivedScalars(attentionPatternRequest(prompt, layer, head), signal),
+  );
+  return (
+    <details className="head-pattern" onToggle={(e) => setOpen((e.target as HTMLDetailsElement).open)}>
+      <summary>Attention pattern on this prompt</summary>
+      {pattern.status === "loading" && <Loading />}
+      {pattern.status === "error" && (
+        <ErrorBox title="No attention pattern" message={pattern.error.message} />
+      )}
+      {pattern.status === "ready" && (
+        <PatternGrid
+          rows={unflattenLowerTriangle(pattern.data.derivedScalarsResponseData.activations)}
+          tokens={pattern.data.inferenceAndTokenData.tokensAsStrings}
+        />
+      )}
+    </details>
   );
 }
 

@@ -57,37 +57,32 @@ export function AttentionPatternCard({
       title="Attention pattern"
       className="attention-card"
       json={() => ({ request, response: pattern.status === "ready" ? pattern.data : null })}
-      actions={
-        <div className="row gap small">
-          <label>
-            Layer{" "}
-            <select
-              value={chosen.layer}
-              onChange={(e) => onHead({ ...chosen, layer: Number(e.target.value) })}
-            >
-              {Array.from({ length: nLayers ?? chosen.layer + 1 }, (_, l) => (
-                <option key={l} value={l}>
-                  {l}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label>
-            Head{" "}
-            <input
-              type="number"
-              className="narrow"
-              min={0}
-              value={chosen.head}
-              onChange={(e) => {
-                const h = Number(e.target.value);
-                if (Number.isInteger(h) && h >= 0) onHead({ ...chosen, head: h });
-              }}
-            />
-          </label>
-        </div>
-      }
     >
+      <div className="row gap small wrap">
+        <label>
+          Layer{" "}
+          <select value={chosen.layer} onChange={(e) => onHead({ ...chosen, layer: Number(e.target.value) })}>
+            {Array.from({ length: nLayers ?? chosen.layer + 1 }, (_, l) => (
+              <option key={l} value={l}>
+                {l}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Head{" "}
+          <input
+            type="number"
+            className="narrow"
+            min={0}
+            value={chosen.head}
+            onChange={(e) => {
+              const h = Number(e.target.value);
+              if (Number.isInteger(h) && h >= 0) onHead({ ...chosen, head: h });
+            }}
+          />
+        </label>
+      </div>
       <p className="muted small">
         attn_L{chosen.layer}_{chosen.head}: rows attend from, columns attend to (post-softmax).
       </p>
@@ -105,7 +100,7 @@ export function AttentionPatternCard({
   );
 }
 
-function PatternGrid({ rows, tokens }: { rows: number[][]; tokens: readonly string[] }) {
+export function PatternGrid({ rows, tokens }: { rows: number[][]; tokens: readonly string[] }) {
   if (rows.length === 0) return <Note>Empty prompt.</Note>;
   const label = (i: number) => formatToken(tokens[i] ?? "?");
   return (

@@ -6,7 +6,7 @@ import type {
   MirroredNodeIndexOut,
   NeuronDatasetMetadata,
 } from "@tdb/attribution";
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { ApiError, api } from "../api.js";
 import { datasetNamesFor } from "../datasets.js";
 import { useAsync, useModelInfo } from "../hooks.js";
@@ -164,13 +164,40 @@ export function TdbPage({ model }: { model: string }) {
   return (
     <div className="page tdb-page" data-status={status.kind} data-result-seq={result?.seq ?? 0}>
       <div className="tdb-top">
-        <PromptCard
-          key={promptKey}
-          left={state.left}
-          right={state.right}
-          busy={status.kind === "loading"}
-          onSubmit={submitPrompts}
-        />
+        <div className="tdb-top-left">
+          <PromptCard
+            key={promptKey}
+            left={state.left}
+            right={state.right}
+            busy={status.kind === "loading"}
+            onSubmit={submitPrompts}
+          />
+          {result && left && status.kind !== "error" && (
+            <TokensCard
+              sides={[
+                { name: mode === "baseline" ? "Ablated" : "Left", tokens, effects: buildTokenEffect(left) },
+                ...(right
+                  ? [
+                      {
+                        name: mode === "baseline" ? "Baseline" : "Right",
+                        tokens: right.inferenceResponse.inferenceAndTokenData.tokensAsStrings,
+                        effects: buildTokenEffect(right),
+                      },
+                    ]
+                  : []),
+              ]}
+              mode={mode}
+              showEffects={state.display.tokenEffect}
+              tokenOfInterest={tokenOfInterest}
+              json={() =>
+                subs.map((s) => ({
+                  inferenceAndTokenData: s.inferenceResponse.inferenceAndTokenData,
+                  componentSumsForTokenDisplay: s.processingResponseDataByName.componentSumsForTokenDisplay,
+                }))
+              }
+            />
+          )}
+        </div>
         <InvestigationCard
           state={state}
           mode={mode}
@@ -196,7 +223,11 @@ export function TdbPage({ model }: { model: string }) {
               : "The request failed"
           }
           message={[status.error.message, explainHint(status.error.message)].filter(Boolean).join("\n")}
-          onRetry={() => setRetry((n) => n + 1)}
+          onRetry={
+            status.error instanceof ApiError && status.error.status >= 400 && status.error.status < 500
+              ? undefined
+              : () => setRetry((n) => n + 1)
+          }
         />
       )}
       {status.kind === "loading" && (
@@ -210,29 +241,7 @@ export function TdbPage({ model }: { model: string }) {
           aria-busy={status.kind === "loading"}
         >
           <RenderTimer seq={result.seq} />
-          <TokensCard
-            sides={[
-              { name: mode === "baseline" ? "Ablated" : "Left", tokens, effects: buildTokenEffect(left) },
-              ...(right
-                ? [
-                    {
-                      name: mode === "baseline" ? "Baseline" : "Right",
-                      tokens: right.inferenceResponse.inferenceAndTokenData.tokensAsStrings,
-                      effects: buildTokenEffect(right),
-                    },
-                  ]
-                : []),
-            ]}
-            mode={mode}
-            showEffects={state.display.tokenEffect}
-            tokenOfInterest={tokenOfInterest}
-            json={() =>
-              subs.map((s) => ({
-                inferenceAndTokenData: s.inferenceResponse.inferenceAndTokenData,
-                componentSumsForTokenDisplay: s.processingResponseDataByName.componentSumsForTokenDisplay,
-              }))
-            }
-          />
+
           {state.display.nodeTable && (
             <NodeTable
               rows={rows}
@@ -288,14 +297,17 @@ export function TdbPage({ model }: { model: string }) {
   );
 }
 
-/** Measures response-received → first paint of the result (performance entry "tdb-render"). */
+/**
+ * Measures response-received → result committed ("tdb-commit") and → first paint after it ("tdb-render").
+ * Entries carry the result's sequence number in `detail`.
+ */
 function RenderTimer({ seq }: { seq: number }) {
-  useEffect(() => {
+  useLayoutEffect(() => {
     const received = performance.getEntriesByName("/batched_tdb:received", "mark").at(-1);
     if (!received) return;
+    performance.measure("tdb-commit", { start: received.startTime, end: performance.now(), detail: { seq } });
     requestAnimationFrame(() =>
       setTimeout(() => {
-        performance.mark(`tdb-rendered-${seq}`);
         performance.measure("tdb-render", {
           start: received.startTime,
           end: performance.now(),

@@ -192,7 +192,7 @@ export function stateFromSearch(search: string): TdbState {
   }));
   const trace = parseJson(get("upstreamNodeToTrace"), isNodeToTrace);
   state.upstreamNodeToTrace = trace
-    ? { nodeIndex: normalizeNodeIndex(trace.nodeIndex), attentionTraceType: trace.attentionTraceType ?? null }
+    ? traceOf(normalizeNodeIndex(trace.nodeIndex), trace.attentionTraceType ?? null)
     : null;
   state.display = parseDisplay(get("display"));
   state.sort = parseSort(get("sort"));
@@ -315,15 +315,17 @@ export function withoutAblation(state: TdbState, index: number): TdbState {
   return { ...state, nodeAblations: state.nodeAblations.filter((_, i) => i !== index) };
 }
 
+/** TDB's shape: `attentionTraceType` only for attention nodes. */
+function traceOf(nodeIndex: MirroredNodeIndex, type: AttentionTraceType | null): NodeToTrace {
+  return type === null ? { nodeIndex } : { nodeIndex, attentionTraceType: type };
+}
+
 export function withTrace(
   state: TdbState,
   node: MirroredNodeIndex,
   type: AttentionTraceType | null,
 ): TdbState {
-  return {
-    ...state,
-    upstreamNodeToTrace: { nodeIndex: toRequestNode(node), attentionTraceType: type },
-  };
+  return { ...state, upstreamNodeToTrace: traceOf(toRequestNode(node), type) };
 }
 
 /** Checks TDB's server would run; each is a readable warning shown next to the prompt. */

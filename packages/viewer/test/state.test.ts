@@ -1,0 +1,162 @@
+/**
+ * The TDB page's URL state and request builder against what TDB's own UI sent for the same URLs
+ * (page_captured_requests.json: requests captured from the original neuron_viewer).
+ */
+import { readFileSync } from "node:fs";
+import type { BatchedTdbRequest } from "@tdb/attribution";
+import { describe, expect, it } from "vitest";
+import {
+  buildBatchedTdbRequest,
+  defaultState,
+  pairingMode,
+  promptWarnings,
+  searchFromState,
+  stateFromSearch,
+  withAblation,
+  withTrace,
+} from "../src/tdb/state.js";
+
+const CASES = new URL("../../../../shared/fixtures/tdb-cases/", import.meta.url);
+const readCase = (name: string) => JSON.parse(readFileSync(new URL(name, CASES), "utf8"));
+
+interface Scenario {
+  scenario: string;
+  pageUrl: string;
+  batchedTdbRequests: BatchedTdbRequest[];
+}
+const captured: Scenario[] = readCase("page_captured_requests.json").scenarios;
+
+/** TDB's UI never sent specType (the server defaults it). */
+const withoutSpecType = (request: BatchedTdbRequest) => ({
+  subRequests: request.subRequests.map(({ specType: _specType, ...rest }) => rest),
+});
+
+describe("request builder vs TDB's UI", () => {
+  it.each(captured.map((s) => [s.scenario, s] as const))(
+    "%s: same /batched_tdb body as TDB sent",
+    (_name, s) => {
+      const search = new URL(s.pageUrl.replace("<VIEWER_URL>", "http://x")).search;
+      const request = buildBatchedTdbRequest(stateFromSearch(search));
+      expect(withoutSpecType(request)).toEqual(s.batchedTdbRequests[0]);
+    },
+  );
+
+  it("pairs an ablated request with its un-ablated baseline, as the recorded ablation case", () => {
+    const recorded = readCase("tdb_ablate_attention_head.json").request as BatchedTdbRequest;
+    let state = stateFromSearch(
+      `?prompt=${encodeURIComponent(recorded.subRequests[0].prompt)}&targetTokens=${encodeURIComponent('[" Mary"]')}&distractorTokens=${encodeURIComponent('[" John"]')}`,
+    );
+    state = withAblation(state, {
+      nodeType: "attention_head",
+      tensorIndices: [13, 7, 2],
+      layerIndex: 0,
+      passType: "forward",
+    });
+    expect(pairingMode(state)).toBe("baseline");
+    expect(withoutSpecType(buildBatchedTdbRequest(state))).toEqual(recorded);
+  });
+
+  it("sends both prompts in compare mode, as the recorded comparison case", () => {
+    const recorded = readCase("tdb_ioi_compare_prompts.json").request as BatchedTdbRequest;
+    const [a, b] = recorded.subRequests;
+    const state = {
+      ...defaultState(),
+      left: { prompt: a.prompt, targetTokens: a.targetTokens, distractorTokens: a.distractorTokens },
+      right: { prompt: b.prompt, targetTokens: b.targetTokens, distractorTokens: b.distractorTokens },
+    };
+    expect(pairingMode(state)).toBe("compare");
+    expect(withoutSpecType(buildBatchedTdbRequest(state))).toEqual(recorded);
+  });
+
+  it("builds the recorded V trace request", () => {
+    const recorded = readCase("tdb_trace_attention_head_v.json").request as BatchedTdbRequest;
+    const spec = recorded.subRequests[0];
+    const base = {
+      ...defaultState(),
+      left: { prompt: spec.prompt, targetTokens: spec.targetTokens, distractorTokens: spec.distractorTokens },
+    };
+    const state = withTrace(
+      base,
+      { nodeType: "attention_head", tensorIndices: [13, 8, 3], layerIndex: 1, passType: "forward" },
+      "V",
+    );
+    expect(withoutSpecType(buildBatchedTdbRequest(state))).toEqual(recorded);
+  });
+});
+
+describe("URL state", () => {
+  it("round-trips every field, including the viewer's own", () => {
+    let state = defaultState();
+    state = {
+      ...state,
+      left: { prompt: "a ߷ b & c?\n", targetTokens: [" x", " y"], distractorTokens: [] },
+      right: { prompt: "other", targetTokens: [" z"], distractorTokens: [" w"] },
+      componentTypeForMlp: "autoencoder_latent",
+      componentTypeForAttention: "autoencoder_latent",
+      topAndBottomKForNodeTable: 25,
+      hideEarlyLayersWhenAblating: false,
+      display: { logits: false, tokenEffect: true, nodeTable: true },
+      sort: { column: "act_times_grad.diff", descending: false },
+      filter: "attn L1",
+      attentionHead: { layer: 1, head: 3 },
+      lensToken: 4,
+    };
+    state = withAblation(state, {
+      nodeType: "mlp_neuron",
+      tensorIndices: [3, 7],
+      layerIndex: 1,
+      passType: "forward",
+    });
+    state = withTrace(
+      state,
+      { nodeType: "attention_head", tensorIndices: [5, 2, 1], layerIndex: 1, passType: "forward" },
+      "QK",
+    );
+    expect(stateFromSearch(searchFromState(state))).toEqual(state);
+  });
+
+  it("leaves defaults out of the URL", () => {
+    expect(searchFromState(defaultState())).toBe("");
+  });
+
+  it("ignores malformed values instead of failing", () => {
+    const state = stateFromSearch(
+      "?targetTokens=notjson&topAndBottomKForNodeTable=-3&nodeAblations=[1]&sort=:",
+    );
+    expect(state.left.targetTokens).toEqual([" Canada"]);
+    expect(state.topAndBottomKForNodeTable).toBe(10);
+    expect(state.nodeAblations).toEqual([]);
+    expect(state.sort).toEqual(defaultState().sort);
+  });
+
+  it("accepts TDB's legacy componentTypeForMlp=autoencoder", () => {
+    expect(stateFromSearch("?componentTypeForMlp=autoencoder").componentTypeForMlp).toBe(
+      "autoencoder_latent",
+    );
+  });
+
+  it("does not add the same ablation twice", () => {
+    const node = {
+      nodeType: "mlp_neuron" as const,
+      tensorIndices: [1, 2],
+      layerIndex: 0,
+      passType: "forward" as const,
+    };
+    const once = withAblation(defaultState(), node);
+    expect(withAblation(once, node).nodeAblations).toHaveLength(1);
+  });
+});
+
+describe("prompt warnings (T1)", () => {
+  it("warns like TDB about a trailing space and tokens without a leading space", () => {
+    const warnings = promptWarnings({
+      prompt: "Hello ",
+      targetTokens: ["Mary"],
+      distractorTokens: [" John"],
+    });
+    expect(warnings).toEqual([
+      "Prompt ends with a space (the next token usually carries it).",
+      'Token "Mary" does not start with a space.',
+    ]);
+  });
+});
