@@ -32,7 +32,7 @@ norms) and autoencoder latent: the top-k sequences by maximum value, random sequ
   --random N                  random sequences kept per component (default 20)
   --seed N                    seed of the random-sample choice (default 0)
   --shard I/N                 process only sequences i with i mod N = I; merge the N files with 'collate merge'
-  --commit-every N            commit after N sequences (default 64; also every 10 s)
+  --commit-every N            commit after N sequences (default 64; also every 60 s)
 
 Interrupt with Ctrl-C (the current batch is committed) and run the same command again to resume.`;
 

@@ -36,8 +36,10 @@ export class SlotSet {
   readonly fill: Int32Array;
   /** Slot (0..capacity-1) of each full component's worst entry. */
   private readonly worst: Int32Array;
-  /** Values of entries accepted since the last takeChanges(), by absolute slot. */
-  private pending = new Map<number, Float32Array>();
+  /** Per slot: the arena entry holding its values while not yet written, else -1. */
+  private readonly pendingEntry: Int32Array;
+  /** Slots that became pending since the last takeChanges() (may repeat; pendingEntry decides). */
+  private pendingSlots: number[] = [];
   private deletes: ExampleDelete[] = [];
 
   constructor(
@@ -48,6 +50,7 @@ export class SlotSet {
     this.seqs = new Int32Array(size * capacity).fill(-1);
     this.fill = new Int32Array(size);
     this.worst = new Int32Array(size);
+    this.pendingEntry = new Int32Array(size * capacity).fill(-1);
   }
 
   accepts(index: number, key: number, seq: number): boolean {
@@ -58,19 +61,21 @@ export class SlotSet {
     return better(key, seq, this.keys[w], this.seqs[w]);
   }
 
-  /** Adds an entry `accepts` allowed; `values` null when it is already stored (resuming). */
-  insert(index: number, key: number, seq: number, values: Float32Array | null): void {
+  /** Adds an entry `accepts` allowed, its values in arena entry `entry` (-1: already stored, when resuming). */
+  insert(index: number, key: number, seq: number, entry: number): void {
     const k = this.capacity;
     let slot: number;
     if (this.fill[index] < k) {
       slot = index * k + this.fill[index]++;
     } else {
       slot = index * k + this.worst[index];
-      if (!this.pending.delete(slot)) this.deletes.push({ index, seq: this.seqs[slot] });
+      // An entry dropped before it was written needs no delete.
+      if (this.pendingEntry[slot] < 0) this.deletes.push({ index, seq: this.seqs[slot] });
     }
     this.keys[slot] = key;
     this.seqs[slot] = seq;
-    if (values) this.pending.set(slot, values);
+    this.pendingEntry[slot] = entry;
+    if (entry >= 0) this.pendingSlots.push(slot);
     if (this.fill[index] === k) this.updateWorst(index);
   }
 
@@ -85,14 +90,25 @@ export class SlotSet {
   }
 
   /** Entries accepted and entries dropped since the last call (only those already written are deleted). */
-  takeChanges(): { inserts: ExampleInsert[]; deletes: ExampleDelete[] } {
+  takeChanges(valuesOf: (entry: number) => Float32Array): {
+    inserts: ExampleInsert[];
+    deletes: ExampleDelete[];
+  } {
     const k = this.capacity;
     const inserts: ExampleInsert[] = [];
-    for (const [slot, values] of this.pending) {
-      inserts.push({ index: Math.floor(slot / k), seq: this.seqs[slot], key: this.keys[slot], values });
+    for (const slot of this.pendingSlots) {
+      const entry = this.pendingEntry[slot];
+      if (entry < 0) continue;
+      this.pendingEntry[slot] = -1;
+      inserts.push({
+        index: Math.floor(slot / k),
+        seq: this.seqs[slot],
+        key: this.keys[slot],
+        values: valuesOf(entry),
+      });
     }
     const deletes = this.deletes;
-    this.pending = new Map();
+    this.pendingSlots = [];
     this.deletes = [];
     return { inserts, deletes };
   }
@@ -232,6 +248,12 @@ export class GroupAccumulator {
   private readonly seqSum: Float64Array;
   private readonly seqSq: Float64Array;
   private readonly seqPositives: Float64Array;
+  /**
+   * Values of accepted, not yet written entries, `positions` floats each, in one growing buffer: a separate small
+   * array per entry would leave the garbage collector hundreds of thousands of live objects to trace.
+   */
+  private arena: Float32Array;
+  private arenaEntries = 0;
 
   constructor(
     readonly spec: GroupSpec,
@@ -252,6 +274,42 @@ export class GroupAccumulator {
     this.seqSum = new Float64Array(n);
     this.seqSq = new Float64Array(n);
     this.seqPositives = new Float64Array(n);
+    this.arena = new Float32Array(Math.max(1, n) * this.positions);
+  }
+
+  /** Bytes held for values not yet written. */
+  get pendingBytes(): number {
+    return this.arenaEntries * this.positions * 4;
+  }
+
+  /**
+   * Both sets' changes since the last call; the values are views into the arena, valid until the next observe().
+   */
+  takeChanges(): {
+    top: { inserts: ExampleInsert[]; deletes: ExampleDelete[] };
+    random: { inserts: ExampleInsert[]; deletes: ExampleDelete[] };
+  } {
+    const P = this.positions;
+    const valuesOf = (entry: number) => this.arena.subarray(entry * P, (entry + 1) * P);
+    const changes = { top: this.top.takeChanges(valuesOf), random: this.random.takeChanges(valuesOf) };
+    this.arenaEntries = 0;
+    return changes;
+  }
+
+  /** Copies component c's values (a column of [positions, size]) into the arena. */
+  private stash(values: Float32Array, c: number): number {
+    const P = this.positions;
+    const n = this.size;
+    if ((this.arenaEntries + 1) * P > this.arena.length) {
+      const grown = new Float32Array(this.arena.length * 2);
+      grown.set(this.arena);
+      this.arena = grown;
+    }
+    const entry = this.arenaEntries++;
+    const out = this.arena;
+    const base = entry * P;
+    for (let p = 0; p < P; p++) out[base + p] = values[p * n + c];
+    return entry;
   }
 
   /** Folds in one sequence: `values` is [positions, size], position-major. */
@@ -291,16 +349,10 @@ export class GroupAccumulator {
       const inRandom = this.random.accepts(c, h, seq);
       if (inTop || inRandom) {
         // One copy serves both sets: pending values are only read, at commit.
-        const componentValues = column(values, c, n, P);
-        if (inTop) this.top.insert(c, topKey, seq, componentValues);
-        if (inRandom) this.random.insert(c, h, seq, componentValues);
+        const entry = this.stash(values, c);
+        if (inTop) this.top.insert(c, topKey, seq, entry);
+        if (inRandom) this.random.insert(c, h, seq, entry);
       }
     }
   }
-}
-
-function column(values: Float32Array, c: number, n: number, P: number): Float32Array {
-  const out = new Float32Array(P);
-  for (let p = 0; p < P; p++) out[p] = values[p * n + c];
-  return out;
 }

@@ -50,9 +50,11 @@ export interface CollateOptions {
   shard?: ShardSpec;
   mlpAutoencoder?: AutoencoderSet | null;
   attentionAutoencoder?: AutoencoderSet | null;
-  /** Commit after this many sequences (default 64) or this many seconds (default 10), whichever comes first. */
+  /** Commit after this many sequences (default 64) or this many seconds (default 60), whichever comes first. */
   commitEverySequences?: number;
   commitEverySeconds?: number;
+  /** Commit early when the values waiting to be written exceed this (default 512 MiB). */
+  maxPendingBytes?: number;
   onProgress?: (event: CollateProgressEvent) => void;
   /** Checked between sequences; when it returns true the run commits and stops (as an interrupted run would). */
   shouldStop?: () => boolean;
@@ -261,7 +263,8 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
 
   const resumedFrom = progress.processed;
   const commitEverySequences = Math.max(1, options.commitEverySequences ?? 64);
-  const commitEveryMs = (options.commitEverySeconds ?? 10) * 1000;
+  const commitEveryMs = (options.commitEverySeconds ?? 60) * 1000;
+  const maxPendingBytes = options.maxPendingBytes ?? 512 * 2 ** 20;
   const seenTokens = new Set<number>();
   const start = performance.now();
   let lastCommit = start;
@@ -299,7 +302,13 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
       tokensThisRun += seqLen;
       const done = pos + 1;
       const now = performance.now();
-      const due = batch.length >= commitEverySequences || now - lastCommit >= commitEveryMs || done === total;
+      let pendingBytes = 0;
+      for (const acc of accumulators) pendingBytes += acc.pendingBytes;
+      const due =
+        batch.length >= commitEverySequences ||
+        now - lastCommit >= commitEveryMs ||
+        pendingBytes >= maxPendingBytes ||
+        done === total;
       if (due) commit(done);
       options.onProgress?.({
         processed: done,

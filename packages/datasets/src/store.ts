@@ -315,8 +315,8 @@ export class DatasetWriter {
         seq: number;
         score: number;
       }>) {
-        if (row.role === ROLE_TOP) acc.top.insert(row.idx, -row.score, row.seq, null);
-        else acc.random.insert(row.idx, row.score, row.seq, null);
+        if (row.role === ROLE_TOP) acc.top.insert(row.idx, -row.score, row.seq, -1);
+        else acc.random.insert(row.idx, row.score, row.seq, -1);
       }
     });
   }
@@ -343,11 +343,11 @@ export class DatasetWriter {
     db.transaction(() => {
       accumulators.forEach((acc, g) => {
         const id = this.groupIds[g];
-        for (const [role, slots] of [
-          [ROLE_TOP, acc.top],
-          [ROLE_RANDOM, acc.random],
+        const changes = acc.takeChanges();
+        for (const [role, { inserts, deletes }] of [
+          [ROLE_TOP, changes.top],
+          [ROLE_RANDOM, changes.random],
         ] as const) {
-          const { inserts, deletes } = slots.takeChanges();
           for (const d of deletes) deleteExample.run(id, d.index, role, d.seq);
           for (const e of inserts) {
             insertExample.run(

@@ -1,0 +1,88 @@
+/** The merge-exact building blocks: slot sets under a total order, and order-independent fixed-point sums. */
+import { describe, expect, it } from "vitest";
+import { componentStatistics, GroupAccumulator, mergeStatistics, SlotSet } from "../src/index.js";
+
+describe("slot sets", () => {
+  it("keep the best k by (key, sequence) and delete only entries already written", () => {
+    const set = new SlotSet(1, 2);
+    const values = (entry: number) => Float32Array.of(entry);
+    set.insert(0, 5, 10, 0);
+    set.insert(0, 3, 11, 1);
+    expect(set.accepts(0, 5, 9)).toBe(true); // same key, lower sequence wins
+    expect(set.accepts(0, 5, 12)).toBe(false);
+    set.insert(0, 4, 12, 2); // drops (5, 10) before it was written: no delete
+    let changes = set.takeChanges(values);
+    expect(changes.deletes).toEqual([]);
+    expect(changes.inserts.map((e) => [e.key, e.seq, e.values[0]]).sort()).toEqual([
+      [3, 11, 1],
+      [4, 12, 2],
+    ]);
+    set.insert(0, 1, 13, 3); // drops the written (4, 12)
+    set.insert(0, 0, 14, 4); // drops the written (3, 11)
+    set.insert(0, -1, 15, 5); // drops (1, 13), never written
+    changes = set.takeChanges(values);
+    expect(changes.deletes).toEqual([
+      { index: 0, seq: 12 },
+      { index: 0, seq: 11 },
+    ]);
+    expect(changes.inserts.map((e) => [e.key, e.seq]).sort()).toEqual([
+      [-1, 15],
+      [0, 14],
+    ]);
+    expect(set.entries(0)).toEqual([
+      { key: -1, seq: 15 },
+      { key: 0, seq: 14 },
+    ]);
+  });
+});
+
+describe("statistics", () => {
+  it("sums do not depend on how sequences are split or ordered", () => {
+    const spec = { kind: "mlp_neuron" as const, layer: 0, size: 3 };
+    // Values spanning 40 orders of magnitude, where float addition is far from associative.
+    const sequences = [
+      Float32Array.of(1e10, 1e-30, -3, 0.1, 7e-8, 2),
+      Float32Array.of(-1e10, 5, 1e-3, 0.2, 1, -0.7),
+      Float32Array.of(3.3, -2.2, 1e8, 0.3, -1e8, 1e-20),
+      Float32Array.of(0.1, 0.1, 0.1, -0.4, 9e5, 0),
+    ];
+    const run = (order: number[][]) => {
+      const parts = order.map((seqs) => {
+        const acc = new GroupAccumulator(spec, 2, 1, 1, 0);
+        for (const s of seqs) acc.observe(s, sequences[s]);
+        return acc.stats;
+      });
+      for (const p of parts.slice(1)) mergeStatistics(parts[0], p);
+      return parts[0];
+    };
+    const whole = run([[0, 1, 2, 3]]);
+    for (const split of [
+      [
+        [3, 1],
+        [0, 2],
+      ],
+      [[2], [3], [1], [0]],
+      [[1, 2, 3], [0]],
+    ]) {
+      const merged = run(split);
+      expect([...merged.sumHi, ...merged.sumLo, ...merged.sqHi, ...merged.sqLo]).toEqual([
+        ...whole.sumHi,
+        ...whole.sumLo,
+        ...whole.sqHi,
+        ...whole.sqLo,
+      ]);
+      expect([...merged.max, ...merged.positives, merged.count]).toEqual([
+        ...whole.max,
+        ...whole.positives,
+        whole.count,
+      ]);
+    }
+    // Component 1 (values at positions 1, 4 of each [2, 3] sequence): 1e-30, 7e-8, 5, 1, -2.2, -1e8, 0.1, 9e5.
+    const stats = componentStatistics(whole, 1);
+    const values = [1e-30, 7e-8, 5, 1, -2.2, -1e8, 0.1, 9e5].map(Math.fround);
+    expect(stats.count).toBe(8);
+    expect(stats.mean).toBeCloseTo(values.reduce((a, b) => a + b) / 8, 6);
+    expect(stats.max).toBe(Math.fround(9e5));
+    expect(stats.activationFrequency).toBe(6 / 8);
+  });
+});
