@@ -11,6 +11,7 @@ export * from "./gpt2.js";
 export * from "./hooks.js";
 export * from "./random.js";
 export * from "./sae-activations.js";
+export * from "./sae-kernel.js";
 export * from "./sae-objective.js";
 export * from "./sae-trainer.js";
 export * from "./tokenizer.js";

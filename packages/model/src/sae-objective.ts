@@ -10,6 +10,7 @@
  * gradients). Rows are processed in chunks to bound the scratch memory.
  */
 import { allocateF32, defaultGemm, type Gemm } from "@tdb/tensor";
+import { SaeSparseKernel } from "./sae-kernel.js";
 
 export type SaeActivation = { kind: "relu" } | { kind: "topk"; k: number };
 
@@ -30,6 +31,11 @@ export interface SaeObjectiveConfig {
   activation: SaeActivation;
   /** L1 coefficient (ReLU only; ignored for TopK). */
   l1: number;
+  /**
+   * TopK's sparse loops: "auto" (default) runs them in the WebAssembly SIMD kernel where it can run, "javascript"
+   * always in JavaScript (the two differ only in floating-point summation order).
+   */
+  kernel?: "auto" | "javascript";
 }
 
 /** Per-latent firing statistics to accumulate into (counts and Σz² over the rows seen). */
@@ -61,7 +67,9 @@ export interface ObjectiveOptions {
   statistics?: LatentStatistics;
 }
 
-const CHUNK_ROWS = 512;
+/** Rows per chunk: bounds the scratch memory ([chunk, nLatents] pre-activations). */
+export const SAE_CHUNK_ROWS = 512;
+const CHUNK_ROWS = SAE_CHUNK_ROWS;
 
 /**
  * Zeroed parameters (or gradients). Arrays the GEMM reads or writes live in WebAssembly memory; TopK's decoder
@@ -160,8 +168,10 @@ export class SaeObjective {
   readonly config: SaeObjectiveConfig;
   private readonly gemm: Gemm;
   private readonly scratch = new Scratch();
+  private kernel: SaeSparseKernel | null | undefined;
 
-  constructor(config: SaeObjectiveConfig, gemm: Gemm = defaultGemm()) {
+  /** `kernel`: a TopK kernel instance to use (sized for this config and SAE_CHUNK_ROWS rows). */
+  constructor(config: SaeObjectiveConfig, gemm: Gemm = defaultGemm(), kernel?: SaeSparseKernel) {
     const { nInputs, nLatents, activation } = config;
     if (!(Number.isInteger(nInputs) && nInputs > 0 && Number.isInteger(nLatents) && nLatents > 0)) {
       throw new RangeError(`autoencoder sizes must be positive whole numbers, got ${nInputs}×${nLatents}`);
@@ -171,6 +181,18 @@ export class SaeObjective {
     }
     this.config = config;
     this.gemm = gemm;
+    if (kernel) {
+      if (
+        kernel.nInputs !== nInputs ||
+        kernel.nLatents !== nLatents ||
+        activation.kind !== "topk" ||
+        kernel.k !== Math.min(activation.k, nLatents) ||
+        kernel.maxRows !== CHUNK_ROWS
+      ) {
+        throw new RangeError("the kernel instance does not match the objective's sizes");
+      }
+      this.kernel = kernel;
+    }
   }
 
   evaluate(
@@ -193,14 +215,15 @@ export class SaeObjective {
     // A constant input has nothing to explain; keep the loss finite.
     const denominator = sumSquaredDeviation > 0 ? sumSquaredDeviation : 1;
     const grads = options.gradients;
-    if (grads) {
+    const kernel = activation.kind === "topk" ? this.sparseKernel(Math.min(activation.k, m)) : null;
+    if (grads && !kernel) {
       grads.encoder.fill(0);
       grads.decoder.fill(0);
       grads.latentBias.fill(0);
       grads.preBias.fill(0);
     }
-    const norms = new Float64Array(m);
-    for (let j = 0; j < m; j++) {
+    const norms = new Float64Array(activation.kind === "relu" ? m : 0);
+    for (let j = 0; j < norms.length; j++) {
       let s = 0;
       for (let i = 0; i < n; i++) s += params.decoder[j * n + i] ** 2;
       norms[j] = Math.sqrt(s);
@@ -213,7 +236,8 @@ export class SaeObjective {
       l1: 0,
       zColumnSums: new Float64Array(grads && activation.kind === "relu" ? m : 0),
     };
-    for (let start = 0; start < rows; start += CHUNK_ROWS) {
+    if (kernel) this.topKWithKernel(kernel, params, x, rows, denominator, totals, preGradSum, options);
+    for (let start = 0; !kernel && start < rows; start += CHUNK_ROWS) {
       const r = Math.min(CHUNK_ROWS, rows - start);
       const xChunk = x.subarray(start * n, (start + r) * n);
       const xc = this.scratch.get("xc", CHUNK_ROWS * n);
@@ -266,6 +290,100 @@ export class SaeObjective {
       meanL0: totals.l0 / rows,
       meanL1: totals.l1 / rows,
     };
+  }
+
+  private sparseKernel(k: number): SaeSparseKernel | null {
+    if (this.config.kernel === "javascript") return null;
+    if (this.kernel === undefined) {
+      this.kernel = SaeSparseKernel.create(this.config.nInputs, this.config.nLatents, k, CHUNK_ROWS);
+    }
+    return this.kernel;
+  }
+
+  /** TopK over all rows with the WebAssembly kernel; same results as topKChunk up to summation order. */
+  private topKWithKernel(
+    K: SaeSparseKernel,
+    params: SaeParameters,
+    x: Float32Array,
+    rows: number,
+    denominator: number,
+    totals: { sse: number; l0: number; l1: number },
+    preGradSum: Float64Array,
+    options: ObjectiveOptions,
+  ): void {
+    const { nInputs: n, nLatents: m } = this.config;
+    const k = K.k;
+    const ops = K.exports;
+    const at = K.at;
+    const grads = options.gradients;
+    const stats = options.statistics;
+    // Parameters and gradients may already live in the kernel (the trainer puts them there); else copy.
+    if (params.decoder !== K.D) K.D.set(params.decoder);
+    K.preBias.set(params.preBias);
+    K.latentBias.set(params.latentBias);
+    if (grads) {
+      K.gD.fill(0);
+      K.gE.fill(0);
+      K.gLat.fill(0);
+      K.gPre.fill(0);
+    }
+    const cursor = new Int32Array(m);
+    const { pre, sel, counts, byRow, byValue, xhat } = K;
+    for (let start = 0; start < rows; start += CHUNK_ROWS) {
+      const r = Math.min(CHUNK_ROWS, rows - start);
+      K.x.set(x.subarray(start * n, (start + r) * n));
+      ops.subtractRows(at.x, at.preBias, at.xc, r, n);
+      this.gemm.nt(K.xc.subarray(0, r * n), params.encoder, pre.subarray(0, r * m), r, n, m);
+      ops.addRows(at.pre, at.latentBias, r, m);
+      ops.selectTopK(at.pre, r, m, k, at.sel);
+      // Group the firing (row, latent) pairs by latent.
+      counts.fill(0);
+      for (let t = 0; t < r; t++) {
+        for (let a = 0; a < k; a++) {
+          const j = sel[t * k + a];
+          const v = pre[t * m + j];
+          if (!(v > 0)) {
+            sel[t * k + a] = -1;
+            continue;
+          }
+          counts[j + 1]++;
+          totals.l0++;
+          totals.l1 += v;
+          if (stats) {
+            stats.fires[j]++;
+            stats.sumSquares[j] += v * v;
+          }
+        }
+      }
+      for (let j = 0; j < m; j++) counts[j + 1] += counts[j];
+      cursor.set(counts.subarray(0, m));
+      for (let t = 0; t < r; t++) {
+        for (let a = 0; a < k; a++) {
+          const j = sel[t * k + a];
+          if (j < 0) continue;
+          const p = cursor[j]++;
+          byRow[p] = t;
+          byValue[p] = pre[t * m + j];
+        }
+      }
+      for (let t = 0; t < r; t++) xhat.set(K.preBias, t * n);
+      ops.decode(at.D, at.counts, at.byRow, at.byValue, m, n, at.xhat);
+      totals.sse += ops.residual(at.xhat, at.x, r * n, 2 / denominator);
+      if (!grads) continue;
+      ops.columnSums(at.xhat, r, n, at.gPre);
+      ops.backward(at.D, at.gD, at.gE, at.gLat, at.counts, at.byRow, at.byValue, at.xhat, at.xc, m, n);
+    }
+    if (!grads) return;
+    if (grads.decoder !== K.gD) grads.decoder.set(K.gD);
+    if (grads.encoder !== K.gE) grads.encoder.set(K.gE);
+    for (let j = 0; j < m; j++) grads.latentBias[j] = K.gLat[j];
+    if (params.encoder === K.training?.E) {
+      // b_pre's gradient through the encoder, −Σ_j (Σ_t dz_tj)·W_enc[j], in the kernel.
+      ops.subtractWeightedRows(at.gLat, at.E, m, n, at.gPre);
+    } else {
+      preGradSum.set(K.gLat);
+    }
+    for (let i = 0; i < n; i++) grads.preBias[i] = K.gPre[i];
   }
 
   private topKChunk(

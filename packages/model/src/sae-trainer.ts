@@ -25,8 +25,10 @@ import {
 import { decodeContiguous } from "./formats/tensor-data.js";
 import { seededRandom } from "./random.js";
 import { mixSeed } from "./sae-activations.js";
+import { SaeSparseKernel } from "./sae-kernel.js";
 import {
   allocateSaeParameters,
+  SAE_CHUNK_ROWS,
   type SaeActivation,
   SaeObjective,
   type SaeParameters,
@@ -93,6 +95,8 @@ export class SaeTrainer {
   private readonly adamM: SaeParameters;
   private readonly adamV: SaeParameters;
   private scaledBatch = new Float32Array(0);
+  /** The kernel holding the weights, gradients and Adam moments (TopK with WebAssembly), else null. */
+  private readonly kernel: SaeSparseKernel | null;
 
   private constructor(options: SaeTrainingOptions, scale: number, mean: Float32Array) {
     this.options = { ...options, deadTokens: options.deadTokens ?? 262144 };
@@ -103,16 +107,49 @@ export class SaeTrainer {
       throw new RangeError(`the batch must hold a positive whole number of tokens`);
     if (!(lr > 0 && Number.isFinite(lr))) throw new RangeError(`the learning rate must be positive`);
     if (!(this.options.l1 >= 0)) throw new RangeError(`the L1 coefficient must be ≥ 0`);
-    this.objective = new SaeObjective({
-      nInputs: n,
-      nLatents: m,
-      activation: options.activation,
-      l1: options.l1,
-    });
-    this.params = allocateSaeParameters(n, m, { activation: options.activation });
-    this.grads = allocateSaeParameters(n, m, { activation: options.activation, gradients: true });
-    this.adamM = plainParameters(n, m);
-    this.adamV = plainParameters(n, m);
+    const config = { nInputs: n, nLatents: m, activation: options.activation, l1: options.l1 };
+    // TopK: weights, gradients and Adam moments live in the WebAssembly kernel's memory, where the whole step runs.
+    const act = options.activation;
+    const kernel =
+      act.kind === "topk"
+        ? SaeSparseKernel.create(n, m, Math.min(act.k, m), SAE_CHUNK_ROWS, { training: true })
+        : null;
+    const blocks = kernel?.training;
+    if (kernel && blocks) {
+      this.kernel = kernel;
+      this.objective = new SaeObjective(config, undefined, kernel);
+      this.params = {
+        encoder: blocks.E,
+        decoder: kernel.D,
+        latentBias: new Float32Array(m),
+        preBias: new Float32Array(n),
+      };
+      this.grads = {
+        encoder: kernel.gE,
+        decoder: kernel.gD,
+        latentBias: new Float32Array(m),
+        preBias: new Float32Array(n),
+      };
+      this.adamM = {
+        encoder: blocks.mE,
+        decoder: blocks.mD,
+        latentBias: new Float32Array(m),
+        preBias: new Float32Array(n),
+      };
+      this.adamV = {
+        encoder: blocks.vE,
+        decoder: blocks.vD,
+        latentBias: new Float32Array(m),
+        preBias: new Float32Array(n),
+      };
+    } else {
+      this.kernel = null;
+      this.objective = new SaeObjective(config, undefined, kernel ?? undefined);
+      this.params = allocateSaeParameters(n, m, { activation: act });
+      this.grads = allocateSaeParameters(n, m, { activation: act, gradients: true });
+      this.adamM = plainParameters(n, m);
+      this.adamV = plainParameters(n, m);
+    }
     this.scale = scale;
     this.mean = mean;
     this.lastFired = new Float64Array(m).fill(-1);
@@ -204,15 +241,32 @@ export class SaeTrainer {
     }
     if (inWindow) this.windowTokens += rows;
 
-    removeParallelComponent(this.grads.decoder, this.params.decoder, m, n);
     const lr = this.learningRate(this.step);
     const t = this.step + 1;
     const c1 = 1 / (1 - ADAM_BETA1 ** t);
     const c2 = 1 / (1 - ADAM_BETA2 ** t);
-    for (const name of PARAMETER_NAMES) {
-      adamUpdate(this.params[name], this.grads[name], this.adamM[name], this.adamV[name], lr, c1, c2);
+    const K = this.kernel;
+    if (K) {
+      const ops = K.exports;
+      const { at } = K;
+      ops.removeParallel(at.gD, at.D, m, n);
+      for (const [p, g, mo, v] of [
+        [at.E, at.gE, at.mE, at.vE],
+        [at.D, at.gD, at.mD, at.vD],
+      ]) {
+        ops.adam(p, g, mo, v, m * n, lr, c1, c2, ADAM_BETA1, ADAM_BETA2, ADAM_EPS);
+      }
+      for (const name of ["latentBias", "preBias"] as const) {
+        adamUpdate(this.params[name], this.grads[name], this.adamM[name], this.adamV[name], lr, c1, c2);
+      }
+      ops.normalizeRows(at.D, m, n);
+    } else {
+      removeParallelComponent(this.grads.decoder, this.params.decoder, m, n);
+      for (const name of PARAMETER_NAMES) {
+        adamUpdate(this.params[name], this.grads[name], this.adamM[name], this.adamV[name], lr, c1, c2);
+      }
+      for (let j = 0; j < m; j++) normalizeRow(this.params.decoder.subarray(j * n, (j + 1) * n));
     }
-    for (let j = 0; j < m; j++) normalizeRow(this.params.decoder.subarray(j * n, (j + 1) * n));
     this.step++;
     return {
       step: this.step,

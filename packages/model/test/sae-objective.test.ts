@@ -8,6 +8,7 @@ import {
   type SaeActivation,
   SaeObjective,
   type SaeParameters,
+  SaeSparseKernel,
   seededRandom,
   selectTopK,
 } from "../src/index.js";
@@ -89,12 +90,17 @@ function toParams64(p: SaeParameters): Params64 {
 
 const NAMES = ["encoder", "decoder", "latentBias", "preBias"] as const;
 
-function checkGradients(activation: SaeActivation, l1: number, seed: number) {
+function checkGradients(
+  activation: SaeActivation,
+  l1: number,
+  seed: number,
+  kernel: "auto" | "javascript" = "auto",
+) {
   const n = 6;
   const m = 11;
   const rows = 9;
   const { params, x, mean } = randomCase(seed, n, m, rows);
-  const objective = new SaeObjective({ nInputs: n, nLatents: m, activation, l1 });
+  const objective = new SaeObjective({ nInputs: n, nLatents: m, activation, l1, kernel });
   const grads = allocateSaeParameters(n, m);
   const result = objective.evaluate(params, x, rows, { mean, gradients: grads });
 
@@ -138,18 +144,47 @@ describe("SaeObjective gradients against finite differences", () => {
     checkGradients({ kind: "relu" }, 0, 4);
   });
 
-  it("TopK (only the k selected latents carry gradient)", () => {
-    for (const seed of [5, 6, 7]) {
-      const { meanL0 } = checkGradients({ kind: "topk", k: 3 }, 0.05, seed);
-      expect(meanL0).toBeGreaterThan(0);
-      expect(meanL0).toBeLessThanOrEqual(3);
-    }
-  });
+  for (const kernel of ["auto", "javascript"] as const) {
+    it(`TopK (only the k selected latents carry gradient), ${kernel} kernel`, () => {
+      for (const seed of [5, 6, 7]) {
+        const { meanL0 } = checkGradients({ kind: "topk", k: 3 }, 0.05, seed, kernel);
+        expect(meanL0).toBeGreaterThan(0);
+        expect(meanL0).toBeLessThanOrEqual(3);
+      }
+    });
 
-  it("TopK where some selected pre-activations are negative (ReLU after TopK)", () => {
-    // Large negative latent biases push some of the top k below zero.
-    const { meanL0 } = checkGradients({ kind: "topk", k: 6 }, 0, 8);
-    expect(meanL0).toBeLessThan(6);
+    it(`TopK where some selected pre-activations are negative (ReLU after TopK), ${kernel} kernel`, () => {
+      // Random latent biases push some of the top k below zero.
+      const { meanL0 } = checkGradients({ kind: "topk", k: 6 }, 0, 8, kernel);
+      expect(meanL0).toBeLessThan(6);
+    });
+  }
+
+  it("the WebAssembly and JavaScript TopK paths agree on a larger case (several chunks, widths not multiples of 4)", () => {
+    const n = 37;
+    const m = 70;
+    const rows = 1300;
+    const { params, x, mean } = randomCase(12, n, m, rows);
+    const activation: SaeActivation = { kind: "topk", k: 5 };
+    const run = (kernel: "auto" | "javascript") => {
+      const objective = new SaeObjective({ nInputs: n, nLatents: m, activation, l1: 0, kernel });
+      const gradients = allocateSaeParameters(n, m);
+      const statistics = { fires: new Float64Array(m), sumSquares: new Float64Array(m) };
+      const result = objective.evaluate(params, x, rows, { mean, gradients, statistics });
+      return { result, gradients, statistics };
+    };
+    expect(SaeSparseKernel.create(n, m, 5, 16)).not.toBeNull(); // Node has WebAssembly SIMD: "auto" is the kernel
+    const wasm = run("auto");
+    const js = run("javascript");
+    expect(wasm.result.loss).toBeCloseTo(js.result.loss, 6);
+    expect(wasm.result.meanL0).toBe(js.result.meanL0);
+    expect(wasm.statistics.fires).toEqual(js.statistics.fires);
+    for (const name of NAMES) {
+      const a = wasm.gradients[name];
+      const b = js.gradients[name];
+      const scale = Math.max(...b.map(Math.abs));
+      for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-5 * scale);
+    }
   });
 
   it("chunked rows give the same result as one chunk (more rows than a chunk)", () => {
