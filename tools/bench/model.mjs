@@ -1,8 +1,11 @@
 // Model-level benchmarks on the built packages: GPT-2-small-shaped forward at 32 tokens, and everything behind
 // one TDB request (forward, backward, all node metrics, top-k, scored tokens) at 32 tokens. Random weights.
+// The *-2t lines repeat both with the two-thread GEMM as the process default (what `tdb serve` uses on 2+ cores).
 import { readFileSync } from "node:fs";
 import { handleBatchedTdb } from "../../packages/attribution/dist/index.js";
 import { GPT2_SMALL_ARCHITECTURE, Gpt2Tokenizer, randomGpt2 } from "../../packages/model/dist/index.js";
+import { setDefaultGemm } from "../../packages/tensor/dist/index.js";
+import { threadedGemm } from "../../packages/tensor/dist/node/index.js";
 
 const TINY = new URL("../../../shared/fixtures/tiny-gpt2/", import.meta.url);
 
@@ -34,11 +37,6 @@ export async function benchModel() {
     readFileSync(new URL("merges.txt", TINY), "utf8"),
   );
   const { ids, text } = prompt32(tokenizer);
-  const results = [];
-  results.push({
-    bench: "gpt2-small-forward-t32",
-    median_ms: median(() => model.forward(ids, { cache: false })),
-  });
   const request = {
     subRequests: [
       {
@@ -55,9 +53,28 @@ export async function benchModel() {
     ],
   };
   const ctx = { model, tokenizer, modelName: "random-gpt2-small" };
-  results.push({
-    bench: "gpt2-small-tdb-request-t32",
-    median_ms: median(() => handleBatchedTdb(ctx, request), { warmup: 1, reps: 7 }),
-  });
+  const results = [];
+  const run = (suffix) => {
+    results.push({
+      bench: `gpt2-small-forward-t32${suffix}`,
+      median_ms: median(() => model.forward(ids, { cache: false })),
+    });
+    results.push({
+      bench: `gpt2-small-tdb-request-t32${suffix}`,
+      median_ms: median(() => handleBatchedTdb(ctx, request), { warmup: 1, reps: 7 }),
+    });
+  };
+  run("");
+  // The model and the attribution code hold defaultGemm(), which forwards to whatever is set now.
+  const threaded = threadedGemm({ threads: 2 });
+  if (threaded.threads === 2) {
+    setDefaultGemm(threaded);
+    try {
+      run("-2t");
+    } finally {
+      setDefaultGemm(null);
+    }
+  }
+  threaded.close();
   return results;
 }

@@ -24,8 +24,12 @@ export interface ThreadedGemm extends Gemm {
   close(): void;
 }
 
-/** Measured on 2 cores (tools/bench/gemm.mjs): below a few MFLOP the wake-up and join cost more than they save. */
-export const DEFAULT_MIN_FLOPS = 4_000_000;
+/**
+ * Products below this many FLOPs stay on the calling thread. On the shared 2-core host the per-head 32×64×768
+ * products (3 MFLOP) were slower split (waking the worker and joining cost tens of µs, more under load), while
+ * 32×768×768 (38 MFLOP) and up gain; 8 MFLOP keeps a margin on both sides.
+ */
+export const DEFAULT_MIN_FLOPS = 8_000_000;
 const MAX_THREADS = 64;
 /** Column chunks per thread: threads claim chunks as they go, so a late or slowed worker costs little. */
 const CHUNKS_PER_THREAD = 2;
