@@ -27,6 +27,7 @@ const USAGE = `usage: tdb train-sae --model DIR|NAME --site SITE --layer L --cor
 
 Trains a sparse autoencoder on the model's activations at SITE of layer L and writes DIR/L.safetensors in
 OpenAI's format (pre_bias, encoder.weight, latent_bias, decoder.weight, latents_activation_frequency, …).
+--layer 0,2,3 or --layer all trains several layers on one pass through the model (each ends as it would alone).
 
   --site SITE             mlp_post_act, resid_delta_attn or resid_delta_mlp
   --corpus FILE|builtin:N plain text, JSONL with a "text" field per line, or a built-in corpus; documents are
@@ -78,22 +79,28 @@ function formatDuration(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
-/** One redrawn line on a terminal; otherwise a line every 10 s and at the end (logs stay short). */
+/**
+ * One redrawn line on a terminal; otherwise a line every 10 s and at the end (logs stay short). With several
+ * layers: the slowest layer's step, each layer's FVE, the mean L0 and the largest dead share.
+ */
 function progressBar(stream: NodeJS.WriteStream, steps: number, batchTokens: number, firstStep: number) {
   const started = Date.now();
   let lastDraw = 0;
-  return (r: StepReport, final = false) => {
+  return (reports: readonly StepReport[], final = false) => {
     const now = Date.now();
-    if (!final && now - lastDraw < (stream.isTTY ? 250 : 10_000)) return;
+    if (reports.length === 0 || (!final && now - lastDraw < (stream.isTTY ? 250 : 10_000))) return;
     lastDraw = now;
+    const step = Math.min(...reports.map((r) => r.step));
     const seconds = (now - started) / 1000;
-    const rate = seconds > 0 ? ((r.step - firstStep) * batchTokens) / seconds : 0;
-    const eta = rate > 0 ? ((steps - r.step) * batchTokens) / rate : Number.POSITIVE_INFINITY;
+    const rate = seconds > 0 ? ((step - firstStep) * batchTokens) / seconds : 0;
+    const eta = rate > 0 ? ((steps - step) * batchTokens) / rate : Number.POSITIVE_INFINITY;
     const width = 24;
-    const filled = Math.min(width, Math.round((r.step / steps) * width));
+    const filled = Math.min(width, Math.round((step / steps) * width));
+    const mean = (f: (r: StepReport) => number) => reports.reduce((a, r) => a + f(r), 0) / reports.length;
     const line =
-      `step ${r.step}/${steps} [${"#".repeat(filled)}${"-".repeat(width - filled)}] loss ${r.loss.toFixed(4)} ` +
-      `fve ${r.fve.toFixed(3)} L0 ${r.meanL0.toFixed(1)} dead ${(100 * r.deadShare).toFixed(1)}% ` +
+      `step ${step}/${steps} [${"#".repeat(filled)}${"-".repeat(width - filled)}] loss ${mean((r) => r.loss).toFixed(4)} ` +
+      `fve ${reports.map((r) => r.fve.toFixed(3)).join("/")} L0 ${mean((r) => r.meanL0).toFixed(1)} ` +
+      `dead ${(100 * Math.max(...reports.map((r) => r.deadShare))).toFixed(1)}% ` +
       `${Math.round(rate)} tok/s ETA ${formatDuration(eta)}`;
     stream.write(stream.isTTY ? `\r${line}\x1b[K${final ? "\n" : ""}` : `${line}\n`);
   };
@@ -173,7 +180,6 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
     throw new UsageError("--k applies to --activation topk");
   if (activationName === "topk" && values.l1 !== undefined)
     throw new UsageError("--l1 applies to --activation relu");
-  const layer = numberFlag("layer", values.layer, 0, true);
   const k = numberFlag("k", values.k, 32, true);
   const l1 = numberFlag("l1", values.l1, 0.01);
   const steps = numberFlag("steps", values.steps, 1000, true);
@@ -183,7 +189,6 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   const deadTokens = numberFlag("dead-tokens", values["dead-tokens"], 262144, true);
   const checkpointEvery = numberFlag("checkpoint-every", values["checkpoint-every"], 50, true);
   const stopAfter = numberFlag("stop-after", values["stop-after"], Number.POSITIVE_INFINITY, true);
-  if (layer < 0) throw new UsageError("--layer must be ≥ 0");
   if (k < 1) throw new UsageError("--k must be ≥ 1");
   if (!(l1 >= 0)) throw new UsageError("--l1 must be ≥ 0");
   if (steps < 1) throw new UsageError("--steps must be ≥ 1");
@@ -196,25 +201,18 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
 
   const out = resolve(values.out as string);
   mkdirSync(out, { recursive: true });
-  const finalPath = join(out, `${layer}.safetensors`);
-  const checkpointPath = join(out, `${layer}.checkpoint.safetensors`);
+  const { model, tokenizer, dir } = await loadModel(values.model as string, {
+    onProgress: createProgressBar(),
+  });
+  const layers = parseLayers(values.layer as string, model.config.nLayer);
   // One folder is one autoencoder family: every layer's file must attach at the same site.
   for (const file of readdirSync(out)) {
     const match = /^(\d+)\.safetensors$/.exec(file);
-    if (!match || Number(match[1]) === layer) continue;
+    if (!match || layers.includes(Number(match[1]))) continue;
     const other = readMetadata(join(out, file)).input;
     if (other !== undefined && other !== site) {
       throw new UsageError(`${out} holds ${other} autoencoders (${file}); use another --out for ${site}`);
     }
-  }
-
-  const { model, tokenizer, dir } = await loadModel(values.model as string, {
-    onProgress: createProgressBar(),
-  });
-  if (layer >= model.config.nLayer) {
-    throw new UsageError(
-      `--layer ${layer} does not exist: the model has layers 0–${model.config.nLayer - 1}`,
-    );
   }
   if (seqLen > model.config.nPositions) {
     throw new UsageError(`--seq-len ${seqLen} exceeds the model's context (${model.config.nPositions})`);
@@ -226,7 +224,7 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   const lr = numberFlag("lr", values.lr, 0.05 / Math.sqrt(nInputs));
   if (!(lr > 0)) throw new UsageError("--lr must be > 0");
   if (activationName === "topk" && k > latents) throw new UsageError(`--k ${k} exceeds --latents ${latents}`);
-  const args: TrainingArgs = {
+  const argsFor = (layer: number): TrainingArgs => ({
     model: dir,
     site: site as AutoencoderSite,
     layer,
@@ -242,27 +240,36 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
     seed,
     seq_len: seqLen,
     dead_tokens: deadTokens,
-  };
+  });
+  const finalPath = (layer: number) => join(out, `${layer}.safetensors`);
+  const checkpointPath = (layer: number) => join(out, `${layer}.checkpoint.safetensors`);
 
-  if (existsSync(finalPath)) {
-    const meta = readMetadata(finalPath);
-    const diff = differences(args, parseStoredArgs(meta.train_args, finalPath));
+  // Layers already trained with these settings are skipped; other settings are refused.
+  const pending: number[] = [];
+  for (const layer of layers) {
+    const path = finalPath(layer);
+    if (!existsSync(path)) {
+      pending.push(layer);
+      continue;
+    }
+    const meta = readMetadata(path);
+    const diff = differences(argsFor(layer), parseStoredArgs(meta.train_args, path));
     if (diff.length > 0) {
       throw new Error(
-        `${finalPath} already holds an autoencoder trained with other settings (${diff.join("; ")}); ` +
+        `${path} already holds an autoencoder trained with other settings (${diff.join("; ")}); ` +
           "remove it or choose another --out",
       );
     }
     console.error(
-      `${finalPath} is already trained with these settings (held-out FVE ${meta.fve}, mean L0 ${meta.mean_l0}); nothing to do`,
+      `${path} is already trained with these settings (held-out FVE ${meta.fve}, mean L0 ${meta.mean_l0}); nothing to do`,
     );
-    return 0;
   }
+  if (pending.length === 0) return 0;
 
   const source = new ActivationSource({
     model,
     site: site as AutoencoderSite,
-    layer,
+    layers: pending,
     tokens: corpus.tokens,
     seqLen,
     seed,
@@ -281,34 +288,40 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   };
   const trainingTokens = steps * batchTokens;
   const epochs = trainingTokens / (source.trainSequences.length * source.rowsPerSequence);
-  let trainer: SaeTrainer;
-  if (existsSync(checkpointPath)) {
-    const { trainer: restored, metadata } = SaeTrainer.fromCheckpoint(
-      new Uint8Array(readFileSync(checkpointPath)),
-      checkpointPath,
-    );
-    const diff = differences(args, parseStoredArgs(metadata.train_args, checkpointPath));
-    if (diff.length > 0) {
-      throw new Error(
-        `${checkpointPath} was made with other settings (${diff.join("; ")}); run with the same settings to ` +
-          "resume, or delete the checkpoint to start over",
-      );
+  const runs: { layer: number; trainer: SaeTrainer; metadata: Record<string, string> }[] = [];
+  for (const layer of pending) {
+    const path = checkpointPath(layer);
+    const metadata = { train_args: JSON.stringify(argsFor(layer)) };
+    if (existsSync(path)) {
+      const restored = SaeTrainer.fromCheckpoint(new Uint8Array(readFileSync(path)), path);
+      const diff = differences(argsFor(layer), parseStoredArgs(restored.metadata.train_args, path));
+      if (diff.length > 0) {
+        throw new Error(
+          `${path} was made with other settings (${diff.join("; ")}); run with the same settings to ` +
+            "resume, or delete the checkpoint to start over",
+        );
+      }
+      console.error(`resuming from ${path}: step ${restored.trainer.step} of ${steps}`);
+      runs.push({ layer, trainer: restored.trainer, metadata });
+    } else {
+      const sampleRows = Math.min(source.rowsPerRound, 16384);
+      const sample = source.trainingRows(0, sampleRows, undefined, layer);
+      runs.push({ layer, trainer: SaeTrainer.initialize(options, sample, sampleRows), metadata });
     }
-    trainer = restored;
-    console.error(`resuming from ${checkpointPath}: step ${trainer.step} of ${steps}`);
-  } else {
-    const sampleRows = Math.min(source.rowsPerRound, 16384);
-    trainer = SaeTrainer.initialize(options, source.trainingRows(0, sampleRows), sampleRows);
   }
+  const kind = activationName === "topk" ? `TopK (k=${k})` : `ReLU (λ=${l1})`;
   console.error(
-    `training a ${activationName === "topk" ? `TopK (k=${k})` : `ReLU (λ=${l1})`} autoencoder: ${nInputs} → ${latents} ` +
-      `latents on ${site} of layer ${layer}; ${corpus.tokens.length} corpus tokens, ` +
-      `${source.trainSequences.length} training windows (${epochs.toFixed(2)} epochs over ${trainingTokens} tokens), ` +
-      `${source.heldOutSequences.length} held out`,
+    `training ${kind} autoencoders: ${nInputs} → ${latents} latents on ${site} of layer${pending.length > 1 ? "s" : ""} ` +
+      `${pending.join(", ")}; ${corpus.tokens.length} corpus tokens, ${source.trainSequences.length} training ` +
+      `windows (${epochs.toFixed(2)} epochs over ${trainingTokens} tokens), ${source.heldOutSequences.length} held out`,
   );
 
-  const metadataBase = { train_args: JSON.stringify(args) };
-  const saveCheckpoint = () => writeFileAtomic(checkpointPath, trainer.checkpoint(metadataBase));
+  const saveCheckpoints = () => {
+    for (const run of runs) {
+      if (!run.trainer.finished)
+        writeFileAtomic(checkpointPath(run.layer), run.trainer.checkpoint(run.metadata));
+    }
+  };
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;
@@ -316,24 +329,36 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   try {
-    const draw = progressBar(process.stderr, steps, batchTokens, trainer.step);
+    const firstStep = Math.min(...runs.map((r) => r.trainer.step));
+    const draw = progressBar(process.stderr, steps, batchTokens, firstStep);
     const batch = new Float32Array(batchTokens * nInputs);
-    let report: StepReport | null = null;
-    while (!trainer.finished) {
-      if (interrupted || trainer.step >= stopAfter) {
-        saveCheckpoint();
-        if (report) draw(report, true);
+    const reports = new Map<number, StepReport>();
+    const step = () => Math.min(...runs.map((r) => r.trainer.step));
+    while (runs.some((r) => !r.trainer.finished)) {
+      if (interrupted || step() >= stopAfter) {
+        saveCheckpoints();
+        if (reports.size > 0) draw([...reports.values()], true);
         const what = interrupted ? "interrupted" : "stopped (--stop-after)";
         console.error(
-          `${what} at step ${trainer.step} of ${steps}; checkpoint saved in ${checkpointPath}, ` +
+          `${what} at step ${step()} of ${steps}; checkpoint${runs.length > 1 ? "s" : ""} saved in ${out}, ` +
             "run the same command to resume",
         );
         return interrupted ? 130 : 0;
       }
-      source.trainingRows(trainer.step * batchTokens, batchTokens, batch);
-      report = trainer.trainStep(batch, batchTokens);
-      draw(report, trainer.finished);
-      if (trainer.step % checkpointEvery === 0 && !trainer.finished) saveCheckpoint();
+      // Layers move in step; one that resumed further ahead waits for the others.
+      const current = step();
+      for (const run of runs) {
+        if (run.trainer.finished || run.trainer.step !== current) continue;
+        source.trainingRows(current * batchTokens, batchTokens, batch, run.layer);
+        reports.set(run.layer, run.trainer.trainStep(batch, batchTokens));
+      }
+      const now = step();
+      draw(
+        [...reports.values()],
+        runs.every((r) => r.trainer.finished),
+      );
+      if (now % checkpointEvery === 0 && now !== current && runs.some((r) => !r.trainer.finished))
+        saveCheckpoints();
       // Let signal handlers run between steps.
       await new Promise<void>((done) => setImmediate(done));
     }
@@ -342,39 +367,61 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
     process.off("SIGTERM", onSignal);
   }
 
-  const evaluation = trainer.evaluation();
-  for (const group of source.heldOutRows()) evaluation.add(group.data, group.rows);
-  const held = evaluation.result();
-  const deadShare = trainer.deadShare();
-  const stateDict = trainer.openAiStateDict();
-  const frequency = stateDict.find(([name]) => name === "latents_activation_frequency")?.[1].data;
-  let neverFired = 0;
-  if (frequency) for (const f of frequency) if (Number(f) < 1e-8) neverFired++;
-  const metadata: Record<string, string> = {
-    format: "pt",
-    activation: activationName === "topk" ? "TopK" : "ReLU",
-    ...(activationName === "topk"
-      ? { k: String(k), postact_fn: "ReLU", activation_state_dict: JSON.stringify({ k, postact_fn: "ReLU" }) }
-      : { l1_coefficient: String(l1) }),
-    input: site,
-    layer: String(layer),
-    n_latents: String(latents),
-    fve: held.fve.toFixed(4),
-    mean_l0: held.meanL0.toFixed(2),
-    dead_share: deadShare.toFixed(4),
-    dead_latents_at_end: String(neverFired),
-    held_out_tokens: String(held.rows),
-    training_tokens: String(trainer.tokensSeen),
-    trained_on: corpus.name,
-    trained_with: "tdb train-sae",
-    ...metadataBase,
-  };
-  writeFileAtomic(finalPath, serializeSafetensors(stateDict, metadata));
-  rmSync(checkpointPath, { force: true });
-  console.error(
-    `wrote ${finalPath}\nheld-out (${held.rows} tokens): FVE ${held.fve.toFixed(4)}, mean L0 ${held.meanL0.toFixed(2)}; ` +
-      `dead latents ${(100 * deadShare).toFixed(1)}% (not fired in the last ${Math.min(deadTokens, trainer.tokensSeen)} ` +
-      `training tokens), ${neverFired} never fired in the second half of training (moved to the end)`,
-  );
+  for (const { layer, trainer, metadata: base } of runs) {
+    const evaluation = trainer.evaluation();
+    for (const group of source.heldOutRows(4096, layer)) evaluation.add(group.data, group.rows);
+    const held = evaluation.result();
+    const deadShare = trainer.deadShare();
+    const stateDict = trainer.openAiStateDict();
+    const frequency = stateDict.find(([name]) => name === "latents_activation_frequency")?.[1].data;
+    let neverFired = 0;
+    if (frequency) for (const f of frequency) if (Number(f) < 1e-8) neverFired++;
+    const metadata: Record<string, string> = {
+      format: "pt",
+      activation: activationName === "topk" ? "TopK" : "ReLU",
+      ...(activationName === "topk"
+        ? {
+            k: String(k),
+            postact_fn: "ReLU",
+            activation_state_dict: JSON.stringify({ k, postact_fn: "ReLU" }),
+          }
+        : { l1_coefficient: String(l1) }),
+      input: site,
+      layer: String(layer),
+      n_latents: String(latents),
+      fve: held.fve.toFixed(4),
+      mean_l0: held.meanL0.toFixed(2),
+      dead_share: deadShare.toFixed(4),
+      dead_latents_at_end: String(neverFired),
+      held_out_tokens: String(held.rows),
+      training_tokens: String(trainer.tokensSeen),
+      trained_on: corpus.name,
+      trained_with: "tdb train-sae",
+      ...base,
+    };
+    writeFileAtomic(finalPath(layer), serializeSafetensors(stateDict, metadata));
+    rmSync(checkpointPath(layer), { force: true });
+    console.error(
+      `wrote ${finalPath(layer)}: held-out (${held.rows} tokens) FVE ${held.fve.toFixed(4)}, mean L0 ` +
+        `${held.meanL0.toFixed(2)}; dead latents ${(100 * deadShare).toFixed(1)}% (not fired in the last ` +
+        `${Math.min(deadTokens, trainer.tokensSeen)} training tokens), ${neverFired} never fired in the second ` +
+        "half of training (moved to the end)",
+    );
+  }
   return 0;
+}
+
+/** "3", "0,2,3" or "all". */
+function parseLayers(text: string, nLayer: number): number[] {
+  const layers =
+    text === "all"
+      ? Array.from({ length: nLayer }, (_, i) => i)
+      : text.split(",").map((part) => numberFlag("layer", part.trim(), 0, true));
+  for (const layer of layers) {
+    if (layer < 0 || layer >= nLayer) {
+      throw new UsageError(`--layer ${layer} does not exist: the model has layers 0–${nLayer - 1}`);
+    }
+  }
+  if (new Set(layers).size !== layers.length) throw new UsageError(`--layer repeats a layer: ${text}`);
+  return layers;
 }

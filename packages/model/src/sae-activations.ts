@@ -9,6 +9,9 @@
  * sequences in a seeded order; each "round" of consecutive sequences is harvested and its rows shuffled with a
  * seed derived from the round number. Row `p` of the stream is therefore reproducible without any saved
  * state, which is what makes interrupted training resume exactly.
+ *
+ * Several layers can be harvested by one forward pass (each layer gets the same stream of token positions), so
+ * autoencoders for all of them train for the price of one pass through the model.
  */
 import type { AutoencoderSite } from "./autoencoder.js";
 import { Gpt2Model } from "./gpt2.js";
@@ -24,7 +27,9 @@ export const SITE_HOOK_POINTS: Readonly<Record<AutoencoderSite, HookPoint>> = {
 export interface ActivationSourceOptions {
   model: Gpt2Model;
   site: AutoencoderSite;
-  layer: number;
+  /** One layer, or several with `layers`. */
+  layer?: number;
+  layers?: readonly number[];
   /** The tokenised corpus as one stream. */
   tokens: ArrayLike<number>;
   seqLen: number;
@@ -61,32 +66,39 @@ export class ActivationSource {
   readonly heldOutSequences: Int32Array;
   readonly sequencesPerRound: number;
   readonly rowsPerRound: number;
+  /** The harvested layers, in the order given. */
+  readonly layers: readonly number[];
   private readonly model: Gpt2Model;
   private readonly point: HookPoint;
-  private readonly layer: number;
   private readonly tokens: ArrayLike<number>;
   private readonly seqLen: number;
   private readonly seed: number;
-  private readonly cache: Map<number, Float32Array> | null;
+  private readonly cache: Map<number, Float32Array[]> | null;
   private epochOrder: { epoch: number; order: Int32Array } | null = null;
-  private round: { index: number; rows: Float32Array } | null = null;
+  private round: { index: number; rows: Float32Array[] } | null = null;
 
   constructor(options: ActivationSourceOptions) {
-    const { model, site, layer, tokens, seqLen, seed } = options;
+    const { model, site, tokens, seqLen, seed } = options;
     const { nLayer, nPositions, nEmbd, nInner } = model.config;
-    if (!Number.isInteger(layer) || layer < 0 || layer >= nLayer) {
-      throw new RangeError(`layer ${layer} does not exist (the model has layers 0–${nLayer - 1})`);
+    const layers = options.layers ?? (options.layer === undefined ? [] : [options.layer]);
+    if (layers.length === 0) throw new RangeError("no layer to harvest");
+    for (const layer of layers) {
+      if (!Number.isInteger(layer) || layer < 0 || layer >= nLayer) {
+        throw new RangeError(`layer ${layer} does not exist (the model has layers 0–${nLayer - 1})`);
+      }
     }
+    if (new Set(layers).size !== layers.length) throw new RangeError(`layers repeat: ${layers.join(", ")}`);
     if (!Number.isInteger(seqLen) || seqLen < 2 || seqLen > nPositions) {
       throw new RangeError(`sequence length must be a whole number in [2, ${nPositions}], got ${seqLen}`);
     }
     this.point = SITE_HOOK_POINTS[site];
     this.nInputs = site === "mlp_post_act" ? nInner : nEmbd;
-    this.layer = layer;
-    // Layers above the site are never needed: run a model cut after it (weights shared, not copied).
+    this.layers = [...layers];
+    // Layers above the highest site are never needed: run a model cut after it (weights shared, not copied).
+    const top = Math.max(...layers) + 1;
     this.model = new Gpt2Model(
-      { ...model.config, nLayer: layer + 1 },
-      { ...model.weights, layers: model.weights.layers.slice(0, layer + 1) },
+      { ...model.config, nLayer: top },
+      { ...model.weights, layers: model.weights.layers.slice(0, top) },
     );
     this.tokens = tokens;
     this.seqLen = seqLen;
@@ -113,41 +125,33 @@ export class ActivationSource {
     const roundRows = options.roundRows ?? 16384;
     this.sequencesPerRound = Math.max(1, Math.ceil(roundRows / this.rowsPerSequence));
     this.rowsPerRound = this.sequencesPerRound * this.rowsPerSequence;
-    const allBytes = total * this.rowsPerSequence * this.nInputs * 4;
+    const allBytes = total * this.rowsPerSequence * this.nInputs * 4 * layers.length;
     this.cache = allBytes <= (options.cacheBytes ?? 256 * 1024 * 1024) ? new Map() : null;
   }
 
-  /** The site's activations for the sequence starting at token `start`, first token skipped: [seqLen−1, nInputs]. */
-  sequenceRows(start: number): Float32Array {
-    const cached = this.cache?.get(start);
-    if (cached) return cached;
-    const ids = Array.from({ length: this.seqLen }, (_, t) => this.tokens[start + t]);
-    const captured: { value?: Float32Array } = {};
-    this.model.forward(ids, {
-      cache: false,
-      logitRows: [],
-      hooks: [
-        (value, site) => {
-          if (site.point === this.point && site.layer === this.layer) captured.value = value;
-          return undefined;
-        },
-      ],
-    });
-    if (!captured.value) throw new Error(`the forward pass never reached ${hookKey(this.point, this.layer)}`);
-    const rows = captured.value.slice(this.nInputs);
-    this.cache?.set(start, rows);
-    return rows;
+  /**
+   * The site's activations at `layer` (default: the first harvested) for the sequence starting at token `start`,
+   * first token skipped: [seqLen−1, nInputs].
+   */
+  sequenceRows(start: number, layer = this.layers[0]): Float32Array {
+    return this.sequenceRowsAll(start)[this.layerIndex(layer)];
   }
 
   /** Row `position` onwards of the training stream, `count` rows, into `out` ([count, nInputs]). */
-  trainingRows(position: number, count: number, out = new Float32Array(count * this.nInputs)): Float32Array {
+  trainingRows(
+    position: number,
+    count: number,
+    out = new Float32Array(count * this.nInputs),
+    layer = this.layers[0],
+  ): Float32Array {
     const n = this.nInputs;
+    const which = this.layerIndex(layer);
     let filled = 0;
     while (filled < count) {
       const p = position + filled;
       const roundIndex = Math.floor(p / this.rowsPerRound);
       const offset = p - roundIndex * this.rowsPerRound;
-      const rows = this.roundRows(roundIndex);
+      const rows = this.roundRows(roundIndex)[which];
       const take = Math.min(count - filled, this.rowsPerRound - offset);
       out.set(rows.subarray(offset * n, (offset + take) * n), filled * n);
       filled += take;
@@ -155,18 +159,50 @@ export class ActivationSource {
     return out;
   }
 
-  /** Rows of the held-out sequences, in order, in groups of at most `maxRows` rows. */
-  *heldOutRows(maxRows = 4096): Generator<{ data: Float32Array; rows: number }> {
+  /** Rows of the held-out sequences at `layer`, in order, in groups of at most `maxRows` rows. */
+  *heldOutRows(maxRows = 4096, layer = this.layers[0]): Generator<{ data: Float32Array; rows: number }> {
     const n = this.nInputs;
     const perGroup = Math.max(1, Math.floor(maxRows / this.rowsPerSequence));
     for (let s = 0; s < this.heldOutSequences.length; s += perGroup) {
       const starts = this.heldOutSequences.subarray(s, s + perGroup);
       const data = new Float32Array(starts.length * this.rowsPerSequence * n);
       starts.forEach((start, i) => {
-        data.set(this.sequenceRows(start), i * this.rowsPerSequence * n);
+        data.set(this.sequenceRows(start, layer), i * this.rowsPerSequence * n);
       });
       yield { data, rows: starts.length * this.rowsPerSequence };
     }
+  }
+
+  private layerIndex(layer: number): number {
+    const index = this.layers.indexOf(layer);
+    if (index < 0) throw new RangeError(`layer ${layer} is not harvested (layers ${this.layers.join(", ")})`);
+    return index;
+  }
+
+  /** One forward pass: every harvested layer's rows for the sequence at `start`. */
+  private sequenceRowsAll(start: number): Float32Array[] {
+    const cached = this.cache?.get(start);
+    if (cached) return cached;
+    const ids = Array.from({ length: this.seqLen }, (_, t) => this.tokens[start + t]);
+    const captured: (Float32Array | undefined)[] = this.layers.map(() => undefined);
+    this.model.forward(ids, {
+      cache: false,
+      logitRows: [],
+      hooks: [
+        (value, site) => {
+          if (site.point !== this.point || site.layer === null) return undefined;
+          const index = this.layers.indexOf(site.layer);
+          if (index >= 0) captured[index] = value.slice(this.nInputs);
+          return undefined;
+        },
+      ],
+    });
+    const rows = captured.map((value, i) => {
+      if (!value) throw new Error(`the forward pass never reached ${hookKey(this.point, this.layers[i])}`);
+      return value;
+    });
+    this.cache?.set(start, rows);
+    return rows;
   }
 
   get heldOutRowCount(): number {
@@ -185,16 +221,20 @@ export class ActivationSource {
     return this.epochOrder.order[streamPosition - epoch * count];
   }
 
-  private roundRows(index: number): Float32Array {
+  private roundRows(index: number): Float32Array[] {
     if (this.round?.index === index) return this.round.rows;
+    this.round = null; // let the previous round go before allocating the next
     const n = this.nInputs;
     const perSeq = this.rowsPerSequence;
-    const harvested = new Float32Array(this.rowsPerRound * n);
+    const harvested = this.layers.map(() => new Float32Array(this.rowsPerRound * n));
     for (let s = 0; s < this.sequencesPerRound; s++) {
-      const start = this.sequenceAt(index * this.sequencesPerRound + s);
-      harvested.set(this.sequenceRows(start), s * perSeq * n);
+      const rows = this.sequenceRowsAll(this.sequenceAt(index * this.sequencesPerRound + s));
+      rows.forEach((r, i) => {
+        harvested[i].set(r, s * perSeq * n);
+      });
     }
-    shuffle(harvested, n, seededRandom(mixSeed(this.seed, 0x70d, index)));
+    // The same seeded permutation for every layer: the same positions, layer by layer.
+    for (const rows of harvested) shuffle(rows, n, seededRandom(mixSeed(this.seed, 0x70d, index)));
     this.round = { index, rows: harvested };
     return harvested;
   }

@@ -112,6 +112,28 @@ describe("ActivationSource", () => {
     expect(rowKeys(round).sort()).toEqual(rowKeys(windowRows).sort());
     const epoch = Array.from({ length: src.trainSequences.length }, (_, p) => src.sequenceAt(p));
     expect(epoch.sort((a, b) => a - b)).toEqual([...src.trainSequences]);
+    // Harvesting two layers in one pass gives each layer the rows it gets alone.
+    const both = new ActivationSource({
+      model,
+      site: "mlp_post_act",
+      layers: [1, 0],
+      tokens,
+      seqLen: 32,
+      seed: 3,
+      roundRows: 600,
+    });
+    expect(both.trainingRows(500, 900, undefined, 0)).toEqual(whole);
+    const layer1 = new ActivationSource({
+      model,
+      site: "mlp_post_act",
+      layer: 1,
+      tokens,
+      seqLen: 32,
+      seed: 3,
+      roundRows: 600,
+    });
+    expect(both.trainingRows(100, 700, undefined, 1)).toEqual(layer1.trainingRows(100, 700));
+    expect(layer1.sequenceRows(start)).toEqual(forward.activations.get("mlp.post_act@1")!.slice(256));
   });
 });
 
