@@ -65,7 +65,7 @@ export function TokenHeatmap2d({
   };
   const describe =
     active === null
-      ? "Hover a token (or focus here and use ← →) to see what attends to it."
+      ? ""
       : `${formatToken(tokens[active]?.token ?? "")} (${active}): attended to by later tokens (magenta); its own outgoing total ${formatNumber(tokens[active]?.totalScalarOut, 3)}.`;
   return (
     <div className="heat-2d">
@@ -109,7 +109,7 @@ export function TokenHeatmap2d({
           );
         })}
       </div>
-      <div className="muted small" aria-live="polite">
+      <div className="muted small heat-2d-status" aria-live="polite">
         {describe}
       </div>
     </div>

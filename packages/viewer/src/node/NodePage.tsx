@@ -117,7 +117,8 @@ export function NodePage({ model, nodeTypeSegment, layer, index }: Props) {
       {nLayers !== null && layer >= nLayers && (
         <ErrorBox title="No such layer" message={`This model has ${nLayers} layers (0–${nLayers - 1}).`} />
       )}
-      {nodeId && (
+      {metadata.status === "loading" && <Loading label="Looking up datasets…" />}
+      {nodeId && metadata.status !== "loading" && (
         <Body
           key={`${layer}/${index}`}
           nodeType={nodeType}
@@ -541,7 +542,9 @@ function DatasetExamples({ record }: { record: Async<AnyRecord> }) {
       {record.status === "ready" && record.data.kind === "pairs" && (
         <>
           <p className="muted small">
-            {record.data.data.dataset} · max {formatNumber(record.data.data.maxAttentionActivation, 3)}
+            {record.data.data.dataset} · max {formatNumber(record.data.data.maxAttentionActivation, 3)} · at
+            rest a token shows its strongest incoming (magenta) and outgoing (cyan) value; hover one, or focus
+            a sequence and use ← →, to see which later tokens attend to it.
           </p>
           <ExampleList
             title="Top activating"

@@ -29,7 +29,7 @@ export function PromptCard({ left, right, busy, onSubmit }: Props) {
       title={rightDraft ? "Prompts and tokens of interest" : "Prompt and tokens of interest"}
       className="prompt-card"
       json={() => ({ left: leftDraft, right: rightDraft })}
-      jsonTitle="Prompt drafts (sent on Submit)"
+      jsonTitle="Prompt drafts (not yet submitted)"
     >
       <form onSubmit={submit} onKeyDown={submitOnCtrlEnter} aria-label="Prompt and tokens of interest">
         <div className={rightDraft ? "prompt-pair" : undefined}>

@@ -158,6 +158,33 @@ export function TdbPage({ model }: { model: string }) {
     return best && h !== null && h !== undefined ? { layer: best.layer ?? 0, head: h } : null;
   }, [rows]);
 
+  // With the effect rows the token table needs the full width; without, it sits under the prompt.
+  const tokensCard = result && left && status.kind !== "error" && (
+    <TokensCard
+      sides={[
+        { name: mode === "baseline" ? "Ablated" : "Left", tokens, effects: buildTokenEffect(left) },
+        ...(right
+          ? [
+              {
+                name: mode === "baseline" ? "Baseline" : "Right",
+                tokens: right.inferenceResponse.inferenceAndTokenData.tokensAsStrings,
+                effects: buildTokenEffect(right),
+              },
+            ]
+          : []),
+      ]}
+      mode={mode}
+      showEffects={state.display.tokenEffect}
+      tokenOfInterest={tokenOfInterest}
+      json={() =>
+        subs.map((s) => ({
+          inferenceAndTokenData: s.inferenceResponse.inferenceAndTokenData,
+          componentSumsForTokenDisplay: s.processingResponseDataByName.componentSumsForTokenDisplay,
+        }))
+      }
+    />
+  );
+
   const promptKey = JSON.stringify([state.left, state.right]);
   const info = modelInfo.status === "ready" ? modelInfo.data : null;
 
@@ -172,31 +199,7 @@ export function TdbPage({ model }: { model: string }) {
             busy={status.kind === "loading"}
             onSubmit={submitPrompts}
           />
-          {result && left && status.kind !== "error" && (
-            <TokensCard
-              sides={[
-                { name: mode === "baseline" ? "Ablated" : "Left", tokens, effects: buildTokenEffect(left) },
-                ...(right
-                  ? [
-                      {
-                        name: mode === "baseline" ? "Baseline" : "Right",
-                        tokens: right.inferenceResponse.inferenceAndTokenData.tokensAsStrings,
-                        effects: buildTokenEffect(right),
-                      },
-                    ]
-                  : []),
-              ]}
-              mode={mode}
-              showEffects={state.display.tokenEffect}
-              tokenOfInterest={tokenOfInterest}
-              json={() =>
-                subs.map((s) => ({
-                  inferenceAndTokenData: s.inferenceResponse.inferenceAndTokenData,
-                  componentSumsForTokenDisplay: s.processingResponseDataByName.componentSumsForTokenDisplay,
-                }))
-              }
-            />
-          )}
+          {!state.display.tokenEffect && tokensCard}
         </div>
         <InvestigationCard
           state={state}
@@ -241,6 +244,7 @@ export function TdbPage({ model }: { model: string }) {
           aria-busy={status.kind === "loading"}
         >
           <RenderTimer seq={result.seq} />
+          {state.display.tokenEffect && tokensCard}
 
           {state.display.nodeTable && (
             <NodeTable

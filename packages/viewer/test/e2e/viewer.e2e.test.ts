@@ -4,10 +4,12 @@
  * (.ci/run installs it) and a build (`npm run build`); the viewer bundle is rebuilt here when it is stale.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { type DatasetStore, openDatasetStore } from "@tdb/datasets";
+import { type Browser, type BrowserContext, chromium, type Page, type Route } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -43,6 +45,70 @@ function ensureViewerBuilt(): void {
   const vite = join(REPO, "node_modules/.bin/vite");
   const result = spawnSync(vite, ["build", "--logLevel", "warn"], { cwd: VIEWER, encoding: "utf8" });
   if (result.status !== 0) throw new Error(`vite build failed:\n${result.stdout}\n${result.stderr}`);
+}
+
+/** Collates the tiny model over the built-in corpus and writes offline explanations (a real dataset, ~1 s). */
+function collateTinyDataset(dir: string): string {
+  const cli = join(REPO, "packages/cli/bin/tdb.js");
+  const file = join(dir, "tiny.sqlite");
+  const run = (args: string[]) => {
+    const result = spawnSync(process.execPath, [cli, ...args], { cwd: REPO, encoding: "utf8" });
+    if (result.status !== 0) throw new Error(`tdb ${args[0]} failed:\n${result.stdout}\n${result.stderr}`);
+  };
+  run([
+    "collate",
+    "--model",
+    TINY,
+    "--corpus",
+    "builtin:tiny",
+    "--out",
+    file,
+    "--seq-len",
+    "32",
+    "--top-k",
+    "8",
+    "--random",
+    "4",
+  ]);
+  run(["explain", "--datasets", file, "--offline"]);
+  return file;
+}
+
+/**
+ * Answers the read routes from a collated dataset store. `tdb serve --datasets` does not open local files
+ * yet; this stands in for those six routes only, with the store's own TDB-shaped answers.
+ */
+async function answerReadRoute(store: DatasetStore, route: Route): Promise<void> {
+  const path = new URL(route.request().url()).pathname;
+  const body = (route.request().postDataJSON() ?? {}) as {
+    dst?: string;
+    layerIndex?: number;
+    activationIndex?: number;
+  };
+  const json = (value: unknown, status = 200) =>
+    route.fulfill({ status, contentType: "application/json", body: JSON.stringify(value) });
+  if (path === "/neuron_datasets_metadata") return json(store.neuronDatasetsMetadata());
+  const kind = store.resolveKind(body.dst ?? "");
+  const layer = body.layerIndex ?? 0;
+  const index = body.activationIndex ?? 0;
+  if (!kind) return json({ message: `no ${body.dst} in this dataset` }, 404);
+  const explanations = store.explanations(kind, layer, index);
+  switch (path) {
+    case "/neuron_record":
+      return json(store.neuronRecord(kind, layer, index) ?? { message: "not found" }, 200);
+    case "/attention_head_record":
+      return json(store.attentionHeadRecord(layer, index) ?? { message: "not found" }, 200);
+    case "/existing_explanations":
+      return json(
+        explanations.map((e) => ({ explanation: e.explanation, score: e.score, datasetName: store.name })),
+      );
+    case "/explain":
+      return json({ explanations: explanations.map((e) => e.explanation), dataset: store.name });
+    case "/score":
+      return json({ score: explanations[0]?.score ?? 0, datasetPath: store.file });
+    default:
+      return json({ message: "unknown route" }, 404);
+  }
 }
 
 function startServer(): Promise<{ child: ChildProcess; url: string }> {
@@ -155,6 +221,7 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
   let sharedSnapshot: { rows: string[][]; trace: string; loss: string; sort: string | null } | null = null;
 
   beforeAll(async () => {
+    rmSync(ARTIFACTS, { recursive: true, force: true });
     mkdirSync(ARTIFACTS, { recursive: true });
     ensureViewerBuilt();
     server = await startServer();
@@ -196,7 +263,7 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
     await page.getByLabel("Prompt", { exact: true }).fill(IOI_PROMPT);
     await page.getByLabel("Target token 1").fill(" Mary");
     await page.getByLabel("Distractor token 1").fill(" John");
-    await page.getByRole("button", { name: "Submit" }).click();
+    await page.getByRole("button", { name: "Submit", exact: true }).click();
     const seq = await waitForResult(page, before);
     const rows = await tableRows(page);
     expect(rows.length).toBe(20);
@@ -213,7 +280,7 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
   it("shows the server's 400 readably for a multi-token target", async () => {
     const before = await resultSeq(page);
     await page.getByLabel("Target token 1").fill(" Maryxyz");
-    await page.getByRole("button", { name: "Submit" }).click();
+    await page.getByRole("button", { name: "Submit", exact: true }).click();
     const alert = page.getByRole("alert");
     await alert.waitFor();
     expect(await alert.textContent()).toContain(
@@ -324,7 +391,7 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
       .getByLabel("Right prompt", { exact: true })
       .fill(IOI_PROMPT.replace(", John gave", ", Mary gave"));
     await page.getByRole("button", { name: "Swap right target and distractor tokens" }).click();
-    await page.getByRole("button", { name: "Submit" }).click();
+    await page.getByRole("button", { name: "Submit", exact: true }).click();
     await waitForResult(page, added);
     for (const name of ["Left", "Diff", "Right"]) {
       expect(await page.locator(".node-table").getByRole("columnheader", { name, exact: true }).count()).toBe(
@@ -412,6 +479,53 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
     await page.locator(".heat-tok.pair").nth(8).hover();
     await page.waitForTimeout(600); // the colours fade in over 500 ms
     await shot("node-page-head-hover");
+  });
+
+  it("with a collated dataset: dataset list, examples, explanations in the node table and on node pages", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tdb-viewer-e2e-"));
+    const store = openDatasetStore(collateTinyDataset(dir), { readonly: true });
+    const withData = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await withData.route(
+      (url) => READ_ROUTES.includes(url.pathname),
+      (route) => answerReadRoute(store, route),
+    );
+    const p = await withData.newPage();
+    watch(p, problems);
+    try {
+      await p.goto(`${server.url}/`);
+      await p.getByRole("link", { name: /tiny: MLP neurons/ }).waitFor();
+      await shot("welcome-datasets", p);
+
+      const ioi = `prompt=${encodeURIComponent(IOI_PROMPT)}&targetTokens=${encodeURIComponent('[" Mary"]')}&distractorTokens=${encodeURIComponent('[" John"]')}`;
+      await p.goto(`${server.url}/tiny-gpt2/tdb_alpha?${ioi}`);
+      await waitForResult(p, 0);
+      await p.getByRole("button", { name: "Details for mlp_L0_191 at token 13" }).click();
+      const stored = store.explanations("mlp_neuron", 0, 191)[0];
+      const detail = p.locator(".detail-row .explanation");
+      await detail.getByText(stored.explanation, { exact: false }).waitFor();
+      expect(await detail.textContent()).toContain((stored.score ?? 0).toFixed(2));
+      await shot("node-table-explanation", p);
+
+      await p.goto(`${server.url}/tiny-gpt2/mlp_neuron/0/191`);
+      await p.getByRole("heading", { name: "Top activating" }).waitFor();
+      const record = store.neuronRecord("mlp_neuron", 0, 191);
+      expect(await p.locator(".example-card").count()).toBe(6 + 3);
+      await p.getByRole("button", { name: `Show all ${record?.topActivations.length}` }).click();
+      expect(await p.locator(".example-card").count()).toBe((record?.topActivations.length ?? 0) + 3);
+      expect(await p.locator(".explanation-quote").textContent()).toContain(stored.explanation);
+      await shot("node-page-dataset", p);
+
+      await p.goto(`${server.url}/tiny-gpt2/attention_head/1/3`);
+      await p.locator(".example-card [role=slider]").first().waitFor();
+      expect(await p.locator(".example-card [role=slider]").count()).toBe(6 + 3);
+      await p.locator(".example-card .heat-tok.pair").nth(5).hover();
+      await p.waitForTimeout(600);
+      await shot("node-page-head-dataset", p);
+    } finally {
+      await withData.close();
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("logs no console errors and no unexpected failed requests", () => {
