@@ -237,6 +237,7 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
       ],
     });
     context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
     page = await context.newPage();
     watch(page, problems);
   });
@@ -359,7 +360,10 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
     await page.waitForFunction(
       () => new URL(location.href).searchParams.get("sort") === "act_times_grad.left:desc",
     );
-    sharedUrl = page.url();
+    await page.getByRole("button", { name: "Copy link" }).click();
+    await page.getByRole("button", { name: "Link copied" }).waitFor();
+    sharedUrl = await page.evaluate(() => navigator.clipboard.readText());
+    expect(sharedUrl).toBe(page.url());
     sharedSnapshot = {
       rows: await tableRows(page),
       trace: (await page.getByRole("region", { name: "Trace" }).textContent()) ?? "",
@@ -513,6 +517,13 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
       await p.getByRole("button", { name: `Show all ${record?.topActivations.length}` }).click();
       expect(await p.locator(".example-card").count()).toBe((record?.topActivations.length ?? 0) + 3);
       expect(await p.locator(".explanation-quote").textContent()).toContain(stored.explanation);
+      await p.getByRole("radio", { name: "Score an explanation" }).check();
+      await p.getByLabel("Explanation", { exact: true }).fill("numbers and degrees");
+      await p.getByRole("button", { name: "Score", exact: true }).click();
+      await p
+        .locator(".scored")
+        .getByText(`score ${(stored.score ?? 0).toFixed(2)}`)
+        .waitFor();
       await shot("node-page-dataset", p);
 
       await p.goto(`${server.url}/tiny-gpt2/attention_head/1/3`);
