@@ -1,10 +1,11 @@
 /** `tdb serve`: loads a model (and autoencoders) and starts TDB's activation server. */
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { AutoencoderFamily, TdbContext } from "@tdb/attribution";
 import { defaultExcludedTokenIds } from "@tdb/attribution";
+import { type DatasetStore, openDatasetStore } from "@tdb/datasets";
 import { AUTOENCODER_SITES, type AutoencoderSite, type Gpt2Config } from "@tdb/model";
 import { createProgressBar, loadAutoencoderFamily, loadModel } from "@tdb/model/node";
 import {
@@ -12,6 +13,7 @@ import {
   createTdbServer,
   type DatasetSource,
   LOCALHOST_ONLY,
+  LocalDatasetSource,
   PublicDatasetSource,
   parseCorsOrigins,
   setupExplanations,
@@ -29,8 +31,10 @@ const SERVE_USAGE = `usage: tdb serve [options]
   --mlp-autoencoder-site SITE   mlp_post_act or resid_delta_mlp, when the files and folder name don't say
   --attn-autoencoder DIR        autoencoders for attention (resid_delta_attn)
   --attn-autoencoder-name NAME  (default: the folder name)
-  --datasets SOURCE             neuron datasets for the read routes (repeatable): "openai" for OpenAI's public
-                                collated datasets, or an https:// base URL laid out the same way
+  --datasets SOURCE             neuron datasets for the read routes (repeatable): a file made by tdb collate
+                                (short name = its base name), "openai" for OpenAI's public collated datasets,
+                                or an https:// base URL laid out the same way. Default with the demo model:
+                                assets/demo/datasets/*.db
   --datasets-cache DIR          on-disk cache for downloaded records (default: $XDG_CACHE_HOME/tdb-ts/datasets)
   --llm-endpoint URL            OpenAI-compatible base URL for /explain and /score (default $TDB_LLM_BASE_URL or
                                 $OPENAI_BASE_URL, else OpenAI when $OPENAI_API_KEY is set); none: offline explainer
@@ -52,14 +56,23 @@ function isDirectory(path: string): boolean {
   }
 }
 
-export function defaultModelDir(root = REPO_ROOT): { model: string; autoencoders: string | null } | null {
+export function defaultModelDir(
+  root = REPO_ROOT,
+): { model: string; autoencoders: string | null; datasets: string[] } | null {
   const demo = join(root, "assets", "demo");
   // The demo model is trained in place; until its config.json is written the folder is not a model yet.
   if (existsSync(join(demo, "model", "config.json"))) {
-    return { model: join(demo, "model"), autoencoders: join(demo, "autoencoders") };
+    const datasetsDir = join(demo, "datasets");
+    const datasets = isDirectory(datasetsDir)
+      ? readdirSync(datasetsDir)
+          .filter((f) => f.endsWith(".db"))
+          .sort()
+          .map((f) => join(datasetsDir, f))
+      : [];
+    return { model: join(demo, "model"), autoencoders: join(demo, "autoencoders"), datasets };
   }
   const tiny = resolve(root, "..", "shared", "fixtures", "tiny-gpt2");
-  if (isDirectory(tiny)) return { model: tiny, autoencoders: null };
+  if (isDirectory(tiny)) return { model: tiny, autoencoders: null, datasets: [] };
   return null;
 }
 
@@ -169,6 +182,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       throw new UsageError(`--${flag} needs --${flag.replace(/-name$/, "")}`);
   }
   const datasetSources: DatasetSource[] = [];
+  const stores: DatasetStore[] = [];
   for (const spec of values.datasets ?? []) {
     if (spec === "openai") {
       datasetSources.push(
@@ -179,9 +193,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
         new PublicDatasetSource({ baseUrl: spec, cacheDir: values["datasets-cache"] ?? defaultCacheDir() }),
       );
     } else {
-      throw new UsageError(
-        `--datasets '${spec}': local dataset stores are not supported by the server yet; use "openai" or an https:// base URL`,
-      );
+      stores.push(openLocalDataset(spec));
     }
   }
 
@@ -197,6 +209,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     }
     modelSource = fallback.model;
     demoAutoencoders = fallback.autoencoders;
+    if (values.datasets === undefined) {
+      for (const file of fallback.datasets) stores.push(openLocalDataset(file));
+    }
     console.error(`tdb serve: no --model given; serving ${modelSource}`);
   }
   const loaded = await loadModel(modelSource, { onProgress: createProgressBar() });
@@ -243,6 +258,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     excludedTokenIds: defaultExcludedTokenIds(loaded.tokenizer),
   };
   const viewerDir = join(REPO_ROOT, "packages", "viewer", "dist");
+  if (stores.length > 0) datasetSources.unshift(new LocalDatasetSource(stores));
   const datasets =
     datasetSources.length === 0
       ? null
@@ -254,7 +270,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     datasets &&
     setupExplanations({
       source: datasets,
-      stores: [],
+      stores,
       llm: { baseUrl: values["llm-endpoint"], model: values["llm-model"] },
       cacheDir: join(values["datasets-cache"] ?? defaultCacheDir(), "..", "explanations"),
       log: (line) => console.error(line),
@@ -335,6 +351,20 @@ export async function serveCommand(argv: string[]): Promise<number> {
   console.log(`listening on ${address.url}`);
 
   return stopped;
+}
+
+/** A collated dataset file from `tdb collate`; its short name is the base name without extension. */
+function openLocalDataset(file: string): DatasetStore {
+  if (!existsSync(file)) {
+    throw new UsageError(
+      `--datasets '${file}': no such file (expected "openai", an https:// URL or a tdb collate file)`,
+    );
+  }
+  try {
+    return openDatasetStore(file);
+  } catch (error) {
+    throw new UsageError(`--datasets '${file}': not a readable dataset file: ${(error as Error).message}`);
+  }
 }
 
 function existingFolder(path: string): string | null {

@@ -49,7 +49,7 @@ function componentKindForDst(dst: string): ComponentKind | null {
   return kindForDst(dst);
 }
 
-function matchesStore(store: DatasetStore, dataset: string): boolean {
+export function matchesStore(store: DatasetStore, dataset: string): boolean {
   return dataset === store.name || dataset === store.file;
 }
 

@@ -3,6 +3,7 @@ export * from "./datasets.js";
 export * from "./explainer.js";
 export * from "./explanation-cache.js";
 export { HttpError } from "./http.js";
+export * from "./local-datasets.js";
 export { buildOpenApi } from "./openapi.js";
 export * from "./public-datasets.js";
 export { InferenceQueue } from "./queue.js";

@@ -8,15 +8,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import type {
-  AttentionHeadRecordResponse,
-  AttributedScoredExplanation,
-  ExistingExplanationsRequest,
-  NeuronDatasetMetadata,
-  NeuronRecordResponse,
-  NodeIdAndDatasets,
-  TdbContext,
-} from "@tdb/attribution";
+import type { TdbContext } from "@tdb/attribution";
 import { type DatasetStore, openDatasetStore } from "@tdb/datasets";
 import {
   ChatClient,
@@ -30,39 +22,13 @@ import { loadModel } from "@tdb/model/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type FakeLlm, ruleBasedModel, startFakeLlm } from "../../explain/test/fake-llm.js";
 import { tempDir, tinyDataset } from "../../explain/test/helpers.js";
-import { CombinedDatasetSource, DatasetNotFoundError, type DatasetSource } from "../src/datasets.js";
+import { CombinedDatasetSource } from "../src/datasets.js";
 import { DatasetExplainer, StoredExplanationsSource } from "../src/explainer.js";
 import { LocalExplanationCache } from "../src/explanation-cache.js";
+import { LocalDatasetSource } from "../src/local-datasets.js";
 import { PublicDatasetSource } from "../src/public-datasets.js";
 import { createTdbServer, type TdbServer } from "../src/server.js";
 import { postJson, SHARED } from "./serve-process.js";
-
-/** The read routes of a local dataset file, as the server's local source answers them (test stand-in). */
-class StoreSource implements DatasetSource {
-  readonly description = "local test datasets";
-  constructor(private readonly stores: readonly DatasetStore[]) {}
-  async neuronDatasetsMetadata(): Promise<NeuronDatasetMetadata[]> {
-    return this.stores.flatMap((s) => s.neuronDatasetsMetadata());
-  }
-  async neuronRecord(request: NodeIdAndDatasets): Promise<NeuronRecordResponse> {
-    for (const s of this.stores.filter((x) => request.datasets.includes(x.name))) {
-      const kind = s.resolveKind(request.dst);
-      const r = kind && s.neuronRecord(kind, request.layerIndex, request.activationIndex);
-      if (r) return r;
-    }
-    throw new DatasetNotFoundError("not in the local test datasets");
-  }
-  async attentionHeadRecord(request: NodeIdAndDatasets): Promise<AttentionHeadRecordResponse> {
-    for (const s of this.stores.filter((x) => request.datasets.includes(x.name))) {
-      const r = s.attentionHeadRecord(request.layerIndex, request.activationIndex);
-      if (r) return r;
-    }
-    throw new DatasetNotFoundError("not in the local test datasets");
-  }
-  async existingExplanations(_: ExistingExplanationsRequest): Promise<AttributedScoredExplanation[]> {
-    throw new DatasetNotFoundError("not in the local test datasets");
-  }
-}
 
 // OpenAI's layout (tdb-spec §6): gpt2-small neuron 0:5 has published explanations, 0:6 only a record.
 const record = (tokens: string[], activations: number[]) => ({ tokens, activations });
@@ -119,7 +85,7 @@ beforeAll(async () => {
   cacheDir = join(dir, "cached_explanations");
   const cache = new LocalExplanationCache(cacheDir);
   const source = new StoredExplanationsSource(
-    new CombinedDatasetSource([new StoreSource([store]), publicSource]),
+    new CombinedDatasetSource([new LocalDatasetSource([store]), publicSource]),
     [store],
     cache,
   );
@@ -144,7 +110,7 @@ beforeAll(async () => {
     maxRetryDelayMs: 10,
     cacheDir: null,
   });
-  const llmSource = new StoredExplanationsSource(new StoreSource([llmStore]), [llmStore]);
+  const llmSource = new StoredExplanationsSource(new LocalDatasetSource([llmStore]), [llmStore]);
   llmApi = createTdbServer({
     tdb,
     datasets: llmSource,

@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { defaultModelDir } from "../../cli/src/serve.js";
-import { REPO_ROOT, startServe, TINY_ARGS } from "./serve-process.js";
+import { tinyDataset } from "../../explain/test/helpers.js";
+import { postJson, REPO_ROOT, startServe, TINY_ARGS } from "./serve-process.js";
 
 const L3 = "packages/attribution/test/fixtures/l3-sae/autoencoders";
 const scratch = mkdtempSync(join(tmpdir(), "tdb-serve-cli-"));
@@ -52,7 +53,8 @@ describe("tdb serve errors", () => {
     [["--mlp-autoencoder-name", "x"], /--mlp-autoencoder-name needs --mlp-autoencoder/],
     [["--mlp-autoencoder-site", "attention"], /must be one of/],
     [["--cors-origin", "example.org"], /is not an origin/],
-    [["--datasets", "./my-store.sqlite"], /local dataset stores are not supported/],
+    [["--datasets", "./my-store.sqlite"], /--datasets '.\/my-store.sqlite': no such file/],
+    [["--datasets", "package.json"], /--datasets 'package.json': not a readable dataset file/],
   ];
   for (const [args, message] of usage) {
     it(`usage error: ${args.join(" ")}`, async () => {
@@ -114,6 +116,7 @@ describe("tdb serve lifecycle", () => {
     expect(defaultModelDir(root)).toEqual({
       model: join(scratch, "shared", "fixtures", "tiny-gpt2"),
       autoencoders: null,
+      datasets: [],
     });
     mkdirSync(join(root, "assets", "demo", "model"), { recursive: true });
     // Not a model until its config.json exists (the demo is trained in place).
@@ -122,6 +125,53 @@ describe("tdb serve lifecycle", () => {
     expect(defaultModelDir(root)).toEqual({
       model: join(root, "assets", "demo", "model"),
       autoencoders: join(root, "assets", "demo", "autoencoders"),
+      datasets: [],
     });
+    mkdirSync(join(root, "assets", "demo", "datasets"), { recursive: true });
+    writeFileSync(join(root, "assets", "demo", "datasets", "demo-neurons.db"), "");
+    writeFileSync(join(root, "assets", "demo", "datasets", "notes.txt"), "");
+    expect(defaultModelDir(root)?.datasets).toEqual([
+      join(root, "assets", "demo", "datasets", "demo-neurons.db"),
+    ]);
+  });
+});
+
+describe("tdb serve --datasets FILE", () => {
+  it("serves a collated dataset file's records and explanations under its short name", async () => {
+    const file = await tinyDataset(scratch, "tiny-ds.db");
+    const serve = await startServe([...TINY_ARGS, "--datasets", file]);
+    try {
+      const metadata = await postJson(`${serve.url}/neuron_datasets_metadata`, undefined);
+      expect(metadata.status).toBe(200);
+      const entries = metadata.json as { shortName: string; derivedScalarType: string }[];
+      expect(entries.map((e) => e.shortName)).toContain("tiny-ds");
+      expect(entries.map((e) => e.derivedScalarType)).toContain("mlp_post_act");
+      const node = { dst: "mlp_post_act", layerIndex: 0, activationIndex: 5, datasets: ["tiny-ds"] };
+      const record = await postJson(`${serve.url}/neuron_record`, node);
+      expect(record.status, JSON.stringify(record.json)).toBe(200);
+      const top = (record.json as { topActivations: unknown[][] }).topActivations;
+      expect(top.length).toBeGreaterThan(0);
+      const head = await postJson(`${serve.url}/attention_head_record`, {
+        ...node,
+        dst: "attn_write_norm",
+        activationIndex: 1,
+      });
+      expect(head.status, JSON.stringify(head.json)).toBe(200);
+      const missing = await postJson(`${serve.url}/neuron_record`, { ...node, datasets: ["nope"] });
+      expect(missing.status).toBe(404);
+      const explained = await postJson(`${serve.url}/explain`, node);
+      expect(explained.status, JSON.stringify(explained.json)).toBe(200);
+      const existing = await postJson(`${serve.url}/existing_explanations`, {
+        dst: "mlp_post_act",
+        layerIndex: 0,
+        activationIndex: 5,
+        explanationDatasets: ["tiny-ds"],
+      });
+      expect(existing.status).toBe(200);
+      expect((existing.json as unknown[]).length).toBeGreaterThan(0);
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
   });
 });
