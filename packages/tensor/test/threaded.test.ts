@@ -23,8 +23,8 @@ describe.skipIf(!wasm).each([
   { mode: "the worker does every chunk", workersOnly: true },
   { mode: "caller and worker share the chunks", workersOnly: false },
 ])("threadedGemm: $mode", ({ workersOnly }) => {
-  // minFlops 0 splits every product that has more than one 8-column chunk.
-  const gemm = threadedGemm({ threads: 2, minFlops: 0 });
+  // minFlops 0 and adaptive false split every product that has more than one 8-column chunk.
+  const gemm = threadedGemm({ threads: 2, minFlops: 0, adaptive: false });
   beforeAll(() => leaveChunksToWorkers(workersOnly));
   afterAll(() => {
     leaveChunksToWorkers(false);
@@ -125,7 +125,7 @@ describe.skipIf(!wasm).each([
   });
 
   it("serves several instances used in turn, and keeps working after one is closed", () => {
-    const other = threadedGemm({ threads: 2, minFlops: 0 });
+    const other = threadedGemm({ threads: 2, minFlops: 0, adaptive: false });
     let worst = 0;
     for (let round = 0; round < 6; round++) {
       const user = round % 2 === 0 ? gemm : other;
@@ -194,7 +194,7 @@ describe.skipIf(!wasm)("a process using threadedGemm", () => {
         const script = `
           import { setDefaultGemm, defaultGemm } from "./index.js";
           import { threadedGemm } from "./node/index.js";
-          const gemm = threadedGemm({ threads: 2, minFlops: 0 });
+          const gemm = threadedGemm({ threads: 2, minFlops: 0, adaptive: false });
           setDefaultGemm(gemm);
           // [1 2; 3 4]·[5 6; 7 8] with 16 columns: B repeated 8 times side by side.
           const b = new Float32Array(32);

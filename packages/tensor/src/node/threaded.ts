@@ -13,6 +13,11 @@ export interface ThreadedGemmOptions {
   threads?: number;
   /** Products of fewer FLOPs (2·m·k·n) run on the calling thread alone: waking a worker would cost more. */
   minFlops?: number;
+  /**
+   * Measure each split product and stop splitting for a while when it stops paying, as when other jobs keep the
+   * other cores busy and a descheduled worker holds up the join (default true).
+   */
+  adaptive?: boolean;
 }
 
 export interface ThreadedGemm extends Gemm {
@@ -33,6 +38,10 @@ export const DEFAULT_MIN_FLOPS = 8_000_000;
 const MAX_THREADS = 64;
 /** Column chunks per thread: threads claim chunks as they go, so a late or slowed worker costs little. */
 const CHUNKS_PER_THREAD = 2;
+/** Adaptive mode: below this smoothed speed-up, products run on the calling thread alone for PAUSE_MS. */
+const MIN_SPEEDUP = 1.2;
+const PAUSE_MS = 500;
+const SPEEDUP_SMOOTHING = 0.25;
 
 // Control block (Int32Array over a SharedArrayBuffer).
 const SEQ = 0; // job number, bumped (and notified) to post a job
@@ -143,8 +152,11 @@ class WorkerPool {
     }
   }
 
-  /** Runs `job` over the calling thread and up to `helpers` workers; returns when every column is done. */
-  run(job: KernelJob, helpers: number): void {
+  /**
+   * Runs `job` over the calling thread and up to `helpers` workers; returns when every column is done, with the
+   * estimated speed-up over the calling thread alone (NaN if the caller computed no column).
+   */
+  run(job: KernelJob, helpers: number): number {
     const { host, control } = this;
     const used = Math.min(helpers, this.helpers);
     const chunk = Math.ceil(job.n / ((used + 1) * CHUNKS_PER_THREAD) / 8) * 8;
@@ -180,12 +192,17 @@ class WorkerPool {
     Atomics.store(control, SEQ, this.seq);
     Atomics.notify(control, SEQ);
     while (!callerClaimsChunks && Atomics.load(control, NEXT) < chunks) Atomics.wait(control, STOP, 0, 1);
+    const start = performance.now();
+    let mine = 0;
     for (;;) {
       const q = Atomics.add(control, NEXT, 1);
       if (q >= chunks) break;
       const j0 = q * chunk;
-      host.runColumns(job, j0, Math.min(job.n, j0 + chunk));
+      const j1 = Math.min(job.n, j0 + chunk);
+      host.runColumns(job, j0, j1);
+      mine += j1 - j0;
     }
+    const computed = performance.now();
     // Close the job to latecomers, then wait for the workers still inside it.
     Atomics.store(control, OPEN, 0);
     for (let active = Atomics.load(control, ACTIVE); active !== 0; active = Atomics.load(control, ACTIVE)) {
@@ -195,6 +212,9 @@ class WorkerPool {
       this.broken = true;
       throw new Error("threaded GEMM: a worker failed; later products run on one thread");
     }
+    // The caller alone would have taken its own time scaled to all columns.
+    const alone = ((computed - start) * job.n) / mine;
+    return alone / (performance.now() - start);
   }
 
   get workerColumns(): number {
@@ -227,6 +247,7 @@ export function threadedGemm(options: ThreadedGemmOptions = {}): ThreadedGemm {
   if (!Number.isInteger(requested) || requested < 1)
     throw new RangeError("threadedGemm: threads must be a positive integer");
   const minFlops = options.minFlops ?? DEFAULT_MIN_FLOPS;
+  const adaptive = options.adaptive ?? true;
   const helpersWanted = Math.min(requested, MAX_THREADS) - 1;
   const host = wasmHost();
   if (!host) return { ...referenceGemm, threads: 1, workerColumns: 0, close: () => {} };
@@ -238,11 +259,28 @@ export function threadedGemm(options: ThreadedGemmOptions = {}): ThreadedGemm {
     pool.users++;
     pool.ensureWorkers(helpersWanted);
   }
+  let speedup = 2;
+  let pausedUntil = 0;
   const gemm = host.createGemm((job) => {
     // Fewer than two 8-column chunks cannot be split.
-    if (pool && pool.helpers > 0 && job.n > 8 && 2 * job.m * job.k * job.n >= minFlops)
-      pool.run(job, helpersWanted);
-    else host.runColumns(job, 0, job.n);
+    const split =
+      pool !== null &&
+      pool.helpers > 0 &&
+      job.n > 8 &&
+      2 * job.m * job.k * job.n >= minFlops &&
+      (!adaptive || performance.now() >= pausedUntil);
+    if (!split || !pool) {
+      host.runColumns(job, 0, job.n);
+      return;
+    }
+    const measured = pool.run(job, helpersWanted);
+    if (!adaptive || !Number.isFinite(measured)) return;
+    speedup += SPEEDUP_SMOOTHING * (measured - speedup);
+    if (speedup < MIN_SPEEDUP) {
+      pausedUntil = performance.now() + PAUSE_MS;
+      // Neutral again after the pause, so a few good or bad products decide.
+      speedup = 1.5;
+    }
   });
   return {
     nn: gemm.nn,
