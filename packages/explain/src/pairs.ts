@@ -1,5 +1,6 @@
 /** Token pairs of attention-head records: the strongest pairs, and TDB's pair sample for ROC-AUC scoring. */
 import type { ActivationRecord } from "@tdb/datasets";
+import { seededRandom } from "@tdb/model";
 import { pairCoordinates, type TokenPair } from "./records.js";
 
 export interface ScoredPair {
@@ -29,18 +30,6 @@ function byValueDescending(a: ScoredPair, b: ScoredPair): number {
 /** TDB's get_top_attention_coordinates: the k strongest pairs over the records. */
 export function topPairs(records: readonly ActivationRecord[], k: number): ScoredPair[] {
   return allPairs(records).sort(byValueDescending).slice(0, k);
-}
-
-/** Small deterministic PRNG (mulberry32), so a component's sample (and hence cached prompts) is stable. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A 32-bit seed from a string (FNV-1a). */
