@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from common import REPO_ROOT, load_tokenizer, write_json
-from tdb_torch import Ablation, Autoencoder, Gpt2, Loss, Result, Trace, run
+from tdb_torch import Ablation, Autoencoder, Gpt2, Loss, Result, SiteAblation, Trace, run
 
 SCENARIOS = REPO_ROOT / "tools/golden/scenarios/l3-sae-scenarios.json"
 FIXTURE = REPO_ROOT / "packages/attribution/test/fixtures/l3-sae"
@@ -116,13 +116,27 @@ def run_scenario(scenario: dict, model: Gpt2, aes: dict, ids: list[int], tokeniz
             [one_token(tokenizer, t) for t in spec_loss["targets"]],
             None if distractors is None else [one_token(tokenizer, t) for t in distractors],
         )
-    ablations = [Ablation(a["kind"], a["layer"], a["token"], a["index"], a["value"]) for a in scenario["ablations"]]
-    tr = scenario["trace"]
-    trace = (
-        None
-        if tr is None
-        else Trace(tr["kind"], tr["layer"], tr["token"], tr["index"], tr.get("keyToken"), tr.get("attentionTraceType"))
-    )
+    ablations = [
+        SiteAblation(a["point"], a["layer"], a["indices"], a["value"])
+        if a["kind"] == "site"
+        else Ablation(a["kind"], a["layer"], a["token"], a["index"], a["value"])
+        for a in scenario["ablations"]
+    ]
+
+    def trace_of(tr: dict | None) -> Trace | None:
+        if tr is None:
+            return None
+        return Trace(
+            tr["kind"],
+            tr["layer"],
+            tr["token"],
+            tr["index"],
+            tr.get("keyToken"),
+            tr.get("attentionTraceType"),
+            trace_of(tr.get("downstream")),
+        )
+
+    trace = trace_of(scenario["trace"])
     use = scenario["autoencoders"]
     return run(
         model,

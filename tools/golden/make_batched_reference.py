@@ -14,6 +14,9 @@ the definitions of tdb-spec §4 and TDB's activation server (interactive_model.p
   activation at token 0 is negative (TDB swaps the lists);
 - /derived_attention_scalars: a head's write-norm matrix with TDB's in/out statistics and normalisation, with
   and without an extra record sequence;
+- the TDB page's residual-stream logit lens (tiny-gpt2, IOI prompt, last token): Hugging Face's hidden state after
+  each layer through ln_f and the unembedding, top logits per depth (the viewer asks /batched for these by
+  zero-ablating resid.delta_attn / resid.delta_mlp of the later layers at that token);
 - l3-sae (TopK resid_delta_attn autoencoders): attn_write_to_latent_summed_over_heads of one latent, its
   token-pair attribution, and the output tokens of that latent forced to 1.
 
@@ -366,6 +369,25 @@ def l3_sae_attention_latent(tokenizer, excluded: list[int]) -> dict:
     }
 
 
+def residual_lens(tokenizer, token: int = 13, keep: int = 12) -> dict:
+    """Top logits of LN_f(residual after k layers)[token] · W_U for k = 0..N, from Hugging Face's hidden states."""
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(TINY, dtype=torch.float32).eval()
+    ids = tokenizer(IOI_PROMPT).input_ids
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]), output_hidden_states=True)
+        n = hf.config.n_layer
+        rows = [hf.lm_head(hf.transformer.ln_f(out.hidden_states[k][0, token])) for k in range(n)]
+        # HF's last hidden state already went through ln_f: its logits are the model's own.
+        rows.append(out.logits[0, token])
+    depths = []
+    for row in rows:
+        values, top = torch.topk(row, keep)
+        depths.append({"ids": top.tolist(), "logits": [sig7(float(v)) for v in values]})
+    return {"prompt": IOI_PROMPT, "tokens": ids, "token": token, "depths": depths}
+
+
 def main() -> None:
     torch.set_grad_enabled(True)
     tokenizer = load_tokenizer()
@@ -382,6 +404,7 @@ def main() -> None:
         "torch": torch.__version__,
         "ioi": ioi,
         "logitLens": logit_lens(model, tokenizer, excluded, mlp_ae),
+        "residualLens": residual_lens(tokenizer),
         "attentionHead": attention_head(model, tokenizer),
         "l3SaeAttentionLatent": l3_sae_attention_latent(tokenizer, excluded),
     }

@@ -122,6 +122,18 @@ class Ablation:
 
 
 @dataclass
+class SiteAblation:
+    """TDB's forward-pass AblationSpec at an activation location: the addressed entries become `value` (constants).
+    `indices` has one entry per dimension of the hook's value ("All" = the whole dimension); shapes as in
+    packages/model/src/hooks.ts (attn.q/k scaled by dh^-1/4, qk_logits after the causal mask, logits [T, V])."""
+
+    point: str
+    layer: int | None
+    indices: list[int | str]
+    value: float
+
+
+@dataclass
 class Trace:
     kind: str
     layer: int
@@ -129,6 +141,8 @@ class Trace:
     index: int
     key_token: int | None = None
     attention_trace_type: str | None = None
+    # V traces: the node whose reconstituted scalar defines the downstream gradient instead of the loss.
+    downstream: "Trace | None" = None
 
 
 @dataclass
@@ -193,10 +207,21 @@ def splice(
     return ae.decode(z_edited) + (x - ae.decode(z)), z_edited, decision_margin(ae, pre)
 
 
+def edit_site(sites: list[SiteAblation], point: str, layer: int | None, value: torch.Tensor) -> torch.Tensor:
+    """Applies the site ablations at (point, layer): a clone with the addressed entries overwritten."""
+    mine = [a for a in sites if a.point == point and a.layer == layer]
+    if not mine:
+        return value
+    out = value.clone()
+    for a in mine:
+        out[tuple(slice(None) if i == "All" else i for i in a.indices)] = a.value
+    return out
+
+
 def run(
     model: Gpt2,
     ids: list[int],
-    ablations: list[Ablation],
+    ablations: list[Ablation | SiteAblation],
     loss: Loss | None,
     trace: Trace | None,
     mlp_aes: dict[int, Autoencoder],
@@ -204,10 +229,15 @@ def run(
 ) -> Result:
     w = model.w
     T = len(ids)
-    of = lambda kind, layer: [a for a in ablations if a.kind == kind and a.layer == layer]  # noqa: E731
+    sites = [a for a in ablations if isinstance(a, SiteAblation)]
+    components = [a for a in ablations if isinstance(a, Ablation)]
+    of = lambda kind, layer: [a for a in components if a.kind == kind and a.layer == layer]  # noqa: E731
+    at = lambda point, layer, value: edit_site(sites, point, layer, value)  # noqa: E731
+    dh = model.d // model.n_head
+    c = dh**-0.25
 
     # The embedding is the graph's leaf: weights are constants.
-    x = (w["wte.weight"][ids] + w["wpe.weight"][:T]).requires_grad_(True)
+    x = at("resid.post_emb", None, (w["wte.weight"][ids] + w["wpe.weight"][:T]).requires_grad_(True))
     x_pre: list[torch.Tensor] = []
     x_mid: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
@@ -217,24 +247,44 @@ def run(
     margins: list[float] = []
     for layer in range(model.n_layer):
         x_pre.append(x)
-        q, k, v = model.qkv(layer, x, detach_scale=False)
-        a = torch.softmax(model.scores(q, k), dim=1)
-        a_edit = a.clone()
+        h = at(
+            "resid.post_attn_ln",
+            layer,
+            layer_norm(x, model.p(layer, "ln_1.weight"), model.p(layer, "ln_1.bias"), False),
+        )
+        qkv = h @ model.p(layer, "attn.c_attn.weight") + model.p(layer, "attn.c_attn.bias")
+        q, k, v = (t.reshape(T, model.n_head, -1) for t in qkv.split(model.d, dim=-1))
+        # Hooks see q and k scaled by dh^-1/4 (q·k is then the attention logit).
+        if any(a.point == "attn.q" and a.layer == layer for a in sites):
+            q = at("attn.q", layer, q * c) / c
+        if any(a.point == "attn.k" and a.layer == layer for a in sites):
+            k = at("attn.k", layer, k * c) / c
+        v = at("attn.v", layer, v)
+        a = torch.softmax(at("attn.qk_logits", layer, model.scores(q, k)), dim=1)
+        a_edit = at("attn.qk_probs", layer, a.clone())
         for ab in of("attention_head", layer):
             a_edit[ab.token, :, ab.index] = ab.value  # the whole query row, every key; no renormalisation
         probs.append(a_edit)
-        delta = model.attn_out(layer, a_edit, v)
+        vout = at("attn.v_out", layer, torch.einsum("tuh,uhd->thd", a_edit, v))
+        delta = vout.reshape(T, model.d) @ model.p(layer, "attn.c_proj.weight") + model.p(layer, "attn.c_proj.bias")
+        delta = at("resid.delta_attn", layer, delta)
         if layer in attn_aes:
             delta, z, margin = splice(attn_aes[layer], delta, of("attention_latent", layer))
             attn_z.append(z)
             margins.append(margin)
         else:
             attn_z.append(None)
-        x = x + delta
+        x = at("resid.post_attn", layer, x + delta)
         x_mid.append(x)
-        act = gelu_new(model.mlp_pre(layer, x, detach_scale=False))
-        act_edit = act.clone()
+        h2 = at(
+            "resid.post_mlp_ln",
+            layer,
+            layer_norm(x, model.p(layer, "ln_2.weight"), model.p(layer, "ln_2.bias"), False),
+        )
+        pre = at("mlp.pre_act", layer, h2 @ model.p(layer, "mlp.c_fc.weight") + model.p(layer, "mlp.c_fc.bias"))
+        act_edit = at("mlp.post_act", layer, gelu_new(pre))
         for ab in of("mlp_neuron", layer):
+            act_edit = act_edit.clone()
             act_edit[ab.token, ab.index] = ab.value
         post.append(act_edit)
         spliced = act_edit
@@ -244,9 +294,11 @@ def run(
             margins.append(margin)
         else:
             mlp_z.append(None)
-        x = x + model.mlp_out(layer, spliced)
+        x = at("resid.post_mlp", layer, x + at("resid.delta_mlp", layer, model.mlp_out(layer, spliced)))
     x_final = x
-    last_logits = model.logits(x_final)[-1]
+    # TDB always detaches the final LayerNorm scale.
+    h_final = at("resid.post_ln_f", None, layer_norm(x_final, w["ln_f.weight"], w["ln_f.bias"], True))
+    last_logits = at("logits", None, h_final @ model.unembed.T)[-1]
     loss_t = loss_value(loss, last_logits) if loss else None
 
     traced: torch.Tensor | None = None
@@ -308,10 +360,20 @@ def reconstitute(
     assert trace.kind == "attention_head"
     u, h, kind = trace.key_token or 0, i, trace.attention_trace_type or "QK"
     if kind == "V":
-        # g_D: d loss / d x_final through ln_f (scale detached) and the unembedding only; a constant.
-        assert loss is not None
-        xf = x_final.detach().requires_grad_(True)
-        (g_d,) = torch.autograd.grad(loss_value(loss, model.logits(xf)[-1]), xf)
+        if trace.downstream is None:
+            # g_D: d loss / d x_final through ln_f (scale detached) and the unembedding only; a constant.
+            assert loss is not None
+            xf = x_final.detach().requires_grad_(True)
+            (g_d,) = torch.autograd.grad(loss_value(loss, model.logits(xf)[-1]), xf)
+        else:
+            # g_D: the downstream node's scalar, reconstituted from a detached copy of the residual before its block.
+            down = trace.downstream
+            mlp_side = down.kind in ("mlp_neuron", "mlp_latent")
+            copies = [list(x_pre), list(x_mid)]
+            resid_d = (x_mid if mlp_side else x_pre)[down.layer].detach().requires_grad_(True)
+            copies[1 if mlp_side else 0][down.layer] = resid_d
+            value_d, _ = reconstitute(model, down, copies[0], copies[1], x_final, None, mlp_aes, attn_aes)
+            (g_d,) = torch.autograd.grad(value_d, resid_d)
         a = torch.softmax(model.scores(q.detach(), k.detach()), dim=1)
         de = (a[t, u, h] * v[u, h]) @ (model.w_o(L, h) @ g_d[t])
         return de, resid

@@ -6,7 +6,7 @@
  * by spec name, as /batched_tdb does (docs/tdb-maths.md §8); scored-token and token-pair specs reuse the list
  * of the spec they depend on. Semantics: tdb-spec §3, §4 and TDB's interactive_model.py.
  */
-import { type Gpt2Model, type HookPoint, hookKey, type SparseAutoencoder } from "@tdb/model";
+import { type Gpt2Model, type HookPoint, hookKey, isHookPoint, type SparseAutoencoder } from "@tdb/model";
 import { defaultGemm } from "@tdb/tensor";
 import {
   attentionHeadMetrics,
@@ -20,11 +20,12 @@ import {
 import {
   type Ablation,
   type AutoencoderFamily,
-  type ComponentKind,
+  checkSiteAblation,
   type InferenceResult,
   type LossSpec,
   type ResidualLocation,
   runInference,
+  type SiteAblation,
   TdbRequestError,
   type TraceSpec,
 } from "./inference.js";
@@ -66,6 +67,7 @@ import type {
   InferenceSubRequest,
   MirroredActivationIndex,
   MirroredNodeIndexOut,
+  MirroredTraceConfig,
   MultipleTopKDerivedScalarsRequest,
   MultipleTopKDerivedScalarsResponse,
   MultipleTopKDerivedScalarsResponseData,
@@ -360,9 +362,7 @@ interface SubState {
   metrics: Map<string, LayerMetrics>;
 }
 
-const ABLATABLE_LOCATIONS = [
-  "mlp.post_act",
-  "attn.qk_probs",
+const LATENT_LOCATIONS = [
   "online_autoencoder_latent",
   "online_mlp_autoencoder_latent",
   "online_attention_autoencoder_latent",
@@ -449,36 +449,32 @@ function convertAblations(ctx: BatchedContext, spec: InferenceRequestSpec, T: nu
         `${at}: backward-pass ablations at ${location} are not supported; supported: resid.ln_f.scale (value 0, the final LayerNorm detach) and mlp.post_act / online_autoencoder_latent / online_mlp_autoencoder_latent as the node of vocab_token_write_to_input_direction`,
       );
     }
-    if (!(ABLATABLE_LOCATIONS as readonly string[]).includes(location)) {
+    if (isHookPoint(location)) {
+      // Any activation of the model (TDB's hook points): the addressed entries are set to value.
+      const site: SiteAblation = {
+        kind: "site",
+        point: location,
+        layer: index.layerIndex ?? null,
+        indices: ti,
+        value,
+      };
+      checkSiteAblation(ctx.model.config, site, T, at);
+      ablations.push(site);
+      return;
+    }
+    if (!(LATENT_LOCATIONS as readonly string[]).includes(location)) {
       throw new TdbRequestError(
-        `${at}: forward-pass ablations at ${location} are not supported; supported: mlp.post_act [t, n], attn.qk_probs [t, "All", h], online_*autoencoder_latent [t, latent]`,
+        `${at}: forward-pass ablations at ${location} are not supported; supported: the model's activation locations (resid.*, attn.*, mlp.*, logits; not the LayerNorm scales) and online_*autoencoder_latent [t, latent]`,
       );
     }
     const layer = checkLayer(ctx, index.layerIndex, at);
-    const { nInner: F, nHead: H } = ctx.model.config;
-    const push = (kind: ComponentKind, tokens: number[], indices: number[]) => {
-      for (const token of tokens)
-        for (const idx of indices) ablations.push({ kind, layer, token, index: idx, value });
-    };
-    if (location === "attn.qk_probs") {
-      if (ti.length !== 3) throw new TdbRequestError(`${at}: attn.qk_probs takes [query token, "All", head]`);
-      if (ti[1] !== "All") {
-        throw new TdbRequestError(
-          `${at}: ablating one attention probability [t, u, h] is not supported; TDB ablates a head's whole query row: [t, "All", h]`,
-        );
-      }
-      push("attention_head", positions(ti[0], T, "token index", at), positions(ti[2], H, "head index", at));
-      return;
-    }
     if (ti.length !== 2) throw new TdbRequestError(`${at}: ${location} takes [token, index]`);
-    if (location === "mlp.post_act") {
-      push("mlp_neuron", positions(ti[0], T, "token index", at), positions(ti[1], F, "neuron index", at));
-      return;
-    }
     const { kind, family } = latentKindOf(ctx, location, at);
     const ae = family.byLayer.get(layer);
     if (!ae) throw new TdbRequestError(`${at}: the ${family.name} autoencoder has no layer ${layer}`);
-    push(kind, positions(ti[0], T, "token index", at), positions(ti[1], ae.nLatents, "latent index", at));
+    for (const token of positions(ti[0], T, "token index", at))
+      for (const idx of positions(ti[1], ae.nLatents, "latent index", at))
+        ablations.push({ kind, layer, token, index: idx, value });
   });
   return { ablations, fakeGradient };
 }
@@ -486,10 +482,28 @@ function convertAblations(ctx: BatchedContext, spec: InferenceRequestSpec, T: nu
 function convertTrace(ctx: BatchedContext, spec: InferenceRequestSpec, where: string): TraceSpec | null {
   const trace = spec.traceConfig;
   if (!trace) return null;
-  const at = `${where}: traceConfig`;
+  const upstream = convertTraceConfig(ctx, trace, `${where}: traceConfig`);
   if (trace.downstreamTraceConfig) {
-    throw new TdbRequestError(`${at}: downstreamTraceConfig is not supported by this server yet`);
+    const at = `${where}: traceConfig.downstreamTraceConfig`;
+    if (upstream.attentionTraceType !== "V") {
+      throw new TdbRequestError(
+        `${at}: a downstream node can only be given when tracing attention through "V"`,
+      );
+    }
+    if (trace.downstreamTraceConfig.downstreamTraceConfig) {
+      throw new TdbRequestError(`${at}: the downstream node cannot have a downstream node of its own`);
+    }
+    upstream.downstream = convertTraceConfig(ctx, trace.downstreamTraceConfig, at);
+    if (upstream.downstream.attentionTraceType === "V") {
+      throw new TdbRequestError(
+        `${at}: the downstream node of a "V" trace cannot itself be traced through "V"`,
+      );
+    }
   }
+  return upstream;
+}
+
+function convertTraceConfig(ctx: BatchedContext, trace: MirroredTraceConfig, at: string): TraceSpec {
   if (trace.preOrPostAct !== "pre") {
     throw new TdbRequestError(`${at}: only preOrPostAct "pre" is supported (TDB traces pre-activations)`);
   }

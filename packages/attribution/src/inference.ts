@@ -9,6 +9,8 @@ import {
   type DetachSpec,
   type ForwardHook,
   type ForwardResult,
+  GLOBAL_HOOK_POINTS,
+  type Gpt2Architecture,
   type Gpt2Model,
   type GradientSeed,
   type HookPoint,
@@ -29,8 +31,8 @@ export interface AutoencoderFamily {
 
 export type ComponentKind = "mlp_neuron" | "attention_head" | "mlp_latent" | "attention_latent";
 
-/** Zero (or set to `value`) one activation entry in the forward pass. */
-export interface Ablation {
+/** Zero (or set to `value`) one component's activation in the forward pass. */
+export interface ComponentAblation {
   kind: ComponentKind;
   layer: number;
   /** Flat index into the activation of that layer: [t, n], [t, ℓ], or the whole query row of head h at t. */
@@ -38,6 +40,22 @@ export interface Ablation {
   index: number;
   value: number;
 }
+
+/**
+ * Set entries of any editable hook point's value in the forward pass (TDB's forward-pass AblationSpec at an
+ * activation location). The entries become constants: no gradient flows back through them.
+ */
+export interface SiteAblation {
+  kind: "site";
+  point: HookPoint;
+  /** null for the points outside the layer stack (resid.post_emb, resid.post_ln_f, logits). */
+  layer: number | null;
+  /** One entry per dimension of the value (see siteShape; the first is the token); "All" = the whole dimension. */
+  indices: readonly (number | "All")[];
+  value: number;
+}
+
+export type Ablation = ComponentAblation | SiteAblation;
 
 export type LossName = "logit_diff" | "logit_minus_mean" | "probs" | "zero";
 
@@ -57,6 +75,11 @@ export interface TraceSpec {
   index: number;
   keyToken?: number;
   attentionTraceType?: AttentionTraceType;
+  /**
+   * V traces only: the node whose reconstituted scalar defines the downstream gradient g_D (its gradient w.r.t.
+   * a detached copy of the residual before its block) instead of the loss (tdb-spec §4.5). Not itself a V trace.
+   */
+  downstream?: TraceSpec | null;
 }
 
 export interface InferenceSpec {
@@ -114,33 +137,49 @@ export function runInference(ctx: TdbModelContext, spec: InferenceSpec): Inferen
   const T = spec.tokens.length;
   const d = model.config.nEmbd;
   const ablations = spec.ablations ?? [];
-  for (const a of ablations) checkComponentIndex(ctx, a.kind, a.layer, a.token, a.index, T, "ablation");
-  if (spec.trace)
-    checkComponentIndex(
-      ctx,
-      spec.trace.kind,
-      spec.trace.layer,
-      spec.trace.token,
-      spec.trace.index,
-      T,
-      "trace",
-    );
+  const siteAblations: SiteAblation[] = [];
+  const componentAblations: ComponentAblation[] = [];
+  for (const a of ablations) {
+    if (a.kind === "site") {
+      checkSiteAblation(model.config, a, T, "ablation");
+      siteAblations.push(a);
+    } else {
+      checkComponentIndex(ctx, a.kind, a.layer, a.token, a.index, T, "ablation");
+      componentAblations.push(a);
+    }
+  }
+  for (let trace = spec.trace, what = "trace"; trace; trace = trace.downstream, what = "downstream trace") {
+    checkComponentIndex(ctx, trace.kind, trace.layer, trace.token, trace.index, T, what);
+    if (trace.downstream && !(trace.kind === "attention_head" && trace.attentionTraceType === "V")) {
+      throw new TdbRequestError(`${what}: only a "V" trace of an attention head takes a downstream node`);
+    }
+  }
+  // Logits ablated at a token must be computed there.
+  const ablatedLogitRows = siteAblations
+    .filter((a) => a.point === "logits")
+    .flatMap((a) => (a.indices[0] === "All" ? [] : [a.indices[0]]));
+  const logitRows = [...new Set([...(spec.logitTokens ?? []), ...ablatedLogitRows, T - 1])].sort(
+    (a, b) => a - b,
+  );
 
   const hooks: ForwardHook[] = [];
-  // Neuron and head ablations act at the fwd stage of their hook.
-  const neuronAblations = ablations.filter((a) => a.kind === "mlp_neuron" || a.kind === "attention_head");
+  // Neuron, head and site ablations act at the fwd stage of their hook (before any autoencoder at that site).
+  const neuronAblations = componentAblations.filter(
+    (a) => a.kind === "mlp_neuron" || a.kind === "attention_head",
+  );
   if (neuronAblations.length > 0) hooks.push(ablationHook(model, neuronAblations, T));
+  if (siteAblations.length > 0) hooks.push(siteAblationHook(siteAblations, logitRows));
   const mlpLatents = new Map<number, LatentRecord>();
   const attentionLatents = new Map<number, LatentRecord>();
   if (ctx.mlpAutoencoder) {
-    const own = ablations.filter((a) => a.kind === "mlp_latent");
+    const own = componentAblations.filter((a) => a.kind === "mlp_latent");
     hooks.push(autoencoderHook(ctx.mlpAutoencoder, own, mlpLatents, T));
   }
   if (ctx.attentionAutoencoder) {
-    const own = ablations.filter((a) => a.kind === "attention_latent");
+    const own = componentAblations.filter((a) => a.kind === "attention_latent");
     hooks.push(autoencoderHook(ctx.attentionAutoencoder, own, attentionLatents, T));
   }
-  for (const a of ablations) {
+  for (const a of componentAblations) {
     if (a.kind === "mlp_latent" && !ctx.mlpAutoencoder?.byLayer.has(a.layer)) {
       throw new TdbRequestError(`no MLP autoencoder is loaded for layer ${a.layer}`);
     }
@@ -149,7 +188,6 @@ export function runInference(ctx: TdbModelContext, spec: InferenceSpec): Inferen
     }
   }
 
-  const logitRows = [...new Set([...(spec.logitTokens ?? []), T - 1])].sort((a, b) => a - b);
   const forward = model.forward(spec.tokens, { hooks, logitRows });
   const V = model.config.vocabSize;
   const lastRow = logitRows.indexOf(T - 1);
@@ -355,16 +393,25 @@ function reconstituteTrace(
   const h = index;
   const type = trace.attentionTraceType ?? "QK";
   if (type === "V") {
-    if (!lossSeed)
-      throw new TdbRequestError("a V trace needs the loss function to define the downstream gradient");
-    // g_D: gradient of the loss w.r.t. the final residual through ln_f (scale detached) and the unembedding only.
-    const direct = model.backward(
-      forward,
-      [lossSeed],
-      { layerNormScales: [{ point: "resid.ln_f.scale", layer: null }] },
-      { block: { kind: "unembedding" } },
-    );
-    const gD = direct.blockInputGradient ?? new Float32Array(T * d);
+    let gD: Float32Array;
+    if (trace.downstream) {
+      // g_D: the downstream node's reconstituted scalar differentiated w.r.t. the residual before its block,
+      // through that block alone (= w.r.t. a detached copy of that residual).
+      gD = reconstituteTrace(ctx, forward, trace.downstream, null, T).residualGradient;
+    } else {
+      if (!lossSeed)
+        throw new TdbRequestError(
+          "a V trace without a downstream node needs the loss function to define the downstream gradient",
+        );
+      // g_D: gradient of the loss w.r.t. the final residual through ln_f (scale detached) and the unembedding only.
+      const direct = model.backward(
+        forward,
+        [lossSeed],
+        { layerNormScales: [{ point: "resid.ln_f.scale", layer: null }] },
+        { block: { kind: "unembedding" } },
+      );
+      gD = direct.blockInputGradient ?? new Float32Array(T * d);
+    }
     // DE = A[t,u,h]·(V[u,h]·W_O[h]·g_D[t]); its gradient reaches only V[u,h].
     const wo = model.weights.layers[L].attnOutWeight;
     const projected = new Float32Array(Dh);
@@ -434,7 +481,107 @@ function checkComponentIndex(
   }
 }
 
-function ablationHook(model: Gpt2Model, ablations: readonly Ablation[], T: number): ForwardHook {
+/** The shape of a hook point's value for one sequence of T tokens ("logits": one row per token). */
+export function siteShape(config: Gpt2Architecture, point: HookPoint, T: number): number[] {
+  const { nEmbd: d, nHead: H, nInner: F, vocabSize: V } = config;
+  switch (point) {
+    case "attn.q":
+    case "attn.k":
+    case "attn.v":
+    case "attn.v_out":
+      return [T, H, d / H];
+    case "attn.qk_logits":
+    case "attn.qk_probs":
+      return [T, T, H];
+    case "mlp.pre_act":
+    case "mlp.post_act":
+      return [T, F];
+    case "attn_ln.scale":
+    case "mlp_ln.scale":
+    case "resid.ln_f.scale":
+      return [T];
+    case "logits":
+      return [T, V];
+    default:
+      return [T, d];
+  }
+}
+
+/** LayerNorm scales are observed, not replaced (the model refuses edits there): detach them instead. */
+const READ_ONLY_POINTS: ReadonlySet<HookPoint> = new Set([
+  "attn_ln.scale",
+  "mlp_ln.scale",
+  "resid.ln_f.scale",
+]);
+
+export function checkSiteAblation(config: Gpt2Architecture, a: SiteAblation, T: number, what: string): void {
+  if (READ_ONLY_POINTS.has(a.point)) {
+    throw new TdbRequestError(
+      `${what}: ${a.point} cannot be ablated in the forward pass (a LayerNorm scale; detach it in the backward pass)`,
+    );
+  }
+  if (GLOBAL_HOOK_POINTS.has(a.point)) {
+    if (a.layer !== null)
+      throw new TdbRequestError(`${what}: ${a.point} has no layer (layerIndex must be null)`);
+  } else if (a.layer === null) {
+    throw new TdbRequestError(`${what}: ${a.point} needs a layerIndex`);
+  } else if (!Number.isInteger(a.layer) || a.layer < 0 || a.layer >= config.nLayer) {
+    throw new TdbRequestError(`${what}: layerIndex ${a.layer} is outside [0, ${config.nLayer})`);
+  }
+  const shape = siteShape(config, a.point, T);
+  if (a.indices.length !== shape.length) {
+    throw new TdbRequestError(
+      `${what}: ${a.point} takes ${shape.length} tensor indices (shape [${shape.join(", ")}]); got ${a.indices.length}`,
+    );
+  }
+  a.indices.forEach((entry, dim) => {
+    if (entry !== "All" && (!Number.isInteger(entry) || entry < 0 || entry >= shape[dim])) {
+      const name = dim === 0 ? "token index" : `tensor index (dimension ${dim})`;
+      throw new TdbRequestError(`${what}: ${name} ${entry} is outside [0, ${shape[dim]}) at ${a.point}`);
+    }
+  });
+}
+
+/** Row-major flat offsets of every entry an index pattern addresses ("All" = the whole dimension). */
+function patternOffsets(shape: readonly number[], indices: readonly (number | "All")[]): number[] {
+  let offsets = [0];
+  shape.forEach((size, dim) => {
+    const entry = indices[dim];
+    const picks = entry === "All" ? Array.from({ length: size }, (_, i) => i) : [entry];
+    offsets = offsets.flatMap((o) => picks.map((p) => o * size + p));
+  });
+  return offsets;
+}
+
+function siteAblationHook(ablations: readonly SiteAblation[], logitRows: readonly number[]): ForwardHook {
+  return (value, site) => {
+    const mine = ablations.filter((a) => a.point === site.point && a.layer === site.layer);
+    if (mine.length === 0) return undefined;
+    const out = Float32Array.from(value);
+    const touched = new Set<number>();
+    for (const a of mine) {
+      let indices = a.indices;
+      // The logits site holds only the computed rows: address the token's row.
+      if (a.point === "logits" && indices[0] !== "All")
+        indices = [logitRows.indexOf(indices[0]), ...indices.slice(1)];
+      for (const i of patternOffsets(site.shape, indices)) {
+        out[i] = a.value;
+        touched.add(i);
+      }
+    }
+    return {
+      value: out,
+      // The ablated entries are constants: nothing flows back through them.
+      backward: (g) => {
+        const gi = Float32Array.from(g);
+        for (const i of touched) gi[i] = 0;
+        return gi;
+      },
+    };
+  };
+}
+
+function ablationHook(model: Gpt2Model, ablations: readonly ComponentAblation[], T: number): ForwardHook {
   const H = model.config.nHead;
   const F = model.config.nInner;
   return (value, site) => {
@@ -473,7 +620,7 @@ function ablationHook(model: Gpt2Model, ablations: readonly Ablation[], T: numbe
  */
 function autoencoderHook(
   family: AutoencoderFamily,
-  ablations: readonly Ablation[],
+  ablations: readonly ComponentAblation[],
   records: Map<number, LatentRecord>,
   T: number,
 ): ForwardHook {

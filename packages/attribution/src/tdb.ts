@@ -16,6 +16,7 @@ import {
 import {
   type Ablation,
   type AutoencoderFamily,
+  type ComponentKind,
   type InferenceResult,
   runInference,
   type TdbModelContext,
@@ -31,6 +32,7 @@ import type {
   MirroredNodeIndex,
   MirroredNodeIndexOut,
   MultipleTopKDerivedScalarsResponseData,
+  NodeToTrace,
   TdbRequestSpec,
   TensorND,
   TopTokens,
@@ -317,7 +319,7 @@ export function componentOf(
   ctx: TdbModelContext,
   node: MirroredNodeIndex,
   what: string,
-): { kind: Ablation["kind"]; layer: number; token: number; index: number; keyToken?: number } {
+): { kind: ComponentKind; layer: number; token: number; index: number; keyToken?: number } {
   const { nodeType, tensorIndices, layerIndex } = node;
   if (layerIndex === null || layerIndex === undefined)
     throw new TdbRequestError(`${what}: ${nodeType} node needs a layerIndex`);
@@ -375,6 +377,21 @@ export function pyListRepr(items: readonly string[]): string {
   return `[${items.map((s) => `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n")}'`).join(", ")}]`;
 }
 
+/** The traced scalar a NodeToTrace names (no downstream node). */
+function traceOf(ctx: TdbContext, node: NodeToTrace, what: string): TraceSpec {
+  const c = componentOf(ctx, node.nodeIndex, what);
+  const type = node.attentionTraceType ?? undefined;
+  if (c.kind === "attention_head" && !type) {
+    throw new TdbRequestError(`${what}: tracing an attention head needs attentionTraceType (Q, K, QK or V)`);
+  }
+  if (c.kind === "attention_head" && c.keyToken !== undefined && c.keyToken > c.token) {
+    throw new TdbRequestError(
+      `${what}: key token ${c.keyToken} comes after query token ${c.token} (masked pair)`,
+    );
+  }
+  return { ...c, attentionTraceType: c.kind === "attention_head" ? type : undefined };
+}
+
 function convert(ctx: TdbContext, request: BatchedTdbRequest): ConvertedSubRequest[] {
   const partial = request.subRequests.map((spec, i) => {
     const where = request.subRequests.length > 1 ? `subRequests[${i}]` : "request";
@@ -384,22 +401,21 @@ function convert(ctx: TdbContext, request: BatchedTdbRequest): ConvertedSubReque
     });
     let trace: TraceSpec | null = null;
     if (spec.upstreamNodeToTrace) {
+      trace = traceOf(ctx, spec.upstreamNodeToTrace, `${where}: upstreamNodeToTrace`);
+      // TDB takes the downstream node from the request, not from upstreamNodeToTrace.downstreamTraceConfig.
       if (spec.downstreamNodeToTrace) {
-        throw new TdbRequestError(`${where}: downstreamNodeToTrace is not supported by this server yet`);
+        if (trace.attentionTraceType !== "V") {
+          throw new TdbRequestError(
+            `${where}: downstreamNodeToTrace needs an upstream attention node traced through "V"`,
+          );
+        }
+        trace.downstream = traceOf(ctx, spec.downstreamNodeToTrace, `${where}: downstreamNodeToTrace`);
+        if (trace.downstream.attentionTraceType === "V") {
+          throw new TdbRequestError(`${where}: the downstream node cannot itself be traced through "V"`);
+        }
       }
-      const c = componentOf(ctx, spec.upstreamNodeToTrace.nodeIndex, `${where}: upstreamNodeToTrace`);
-      const type = spec.upstreamNodeToTrace.attentionTraceType ?? undefined;
-      if (c.kind === "attention_head" && !type) {
-        throw new TdbRequestError(
-          `${where}: tracing an attention head needs attentionTraceType (Q, K, QK or V)`,
-        );
-      }
-      if (c.kind === "attention_head" && c.keyToken !== undefined && c.keyToken > c.token) {
-        throw new TdbRequestError(
-          `${where}: upstreamNodeToTrace: key token ${c.keyToken} comes after query token ${c.token} (masked pair)`,
-        );
-      }
-      trace = { ...c, attentionTraceType: c.kind === "attention_head" ? type : undefined };
+    } else if (spec.downstreamNodeToTrace) {
+      throw new TdbRequestError(`${where}: downstreamNodeToTrace needs an upstreamNodeToTrace`);
     }
     return { spec, tokens: ctx.tokenizer.encode(spec.prompt), ablations, trace };
   });
@@ -465,7 +481,7 @@ export function handleBatchedTdb(ctx: TdbContext, request: BatchedTdbRequest): B
     const t0 = now();
     const traceType = c.trace?.attentionTraceType;
     const loss =
-      !c.trace || traceType === "V"
+      !c.trace || (traceType === "V" && !c.trace.downstream)
         ? { name: "logit_diff" as const, targets: c.targets, distractors: c.distractors }
         : null;
     const logitToken = c.trace ? c.trace.token : c.tokens.length - 1;

@@ -1094,10 +1094,14 @@ describe("errors name what is wrong", () => {
     );
     fails(
       plain,
-      ablate("mlp.pre_act", [0, 0], "forward"),
-      /forward-pass ablations at mlp\.pre_act are not supported/,
+      ablate("online_mlp_autoencoder_error", [0, 0], "forward"),
+      /forward-pass ablations at online_mlp_autoencoder_error are not supported/,
     );
-    fails(plain, ablate("attn.qk_probs", [3, 1, 0], "forward"), /whole query row: \[t, "All", h\]/);
+    fails(
+      plain,
+      ablate("mlp_ln.scale", [0], "forward"),
+      /mlp_ln\.scale cannot be ablated in the forward pass/,
+    );
     fails(plain, ablate("online_mlp_autoencoder_latent", [0, 0], "forward"), /needs an MLP autoencoder/);
     fails(
       plain,
@@ -1175,14 +1179,14 @@ describe("errors name what is wrong", () => {
             attentionTraceType: "V",
             downstreamTraceConfig: {
               nodeIndex: { ...node, nodeType: "mlp_neuron", tensorIndices: [13, 1] },
-              preOrPostAct: "pre",
+              preOrPostAct: "post",
               detachLayerNormScale: true,
             },
           },
         },
         mlpSpec(),
       ),
-      /downstreamTraceConfig is not supported/,
+      /traceConfig\.downstreamTraceConfig: only preOrPostAct "pre"/,
     );
     fails(
       plain,
