@@ -184,6 +184,24 @@ describe("small helpers", () => {
         attentionTraceType: "QK",
       }),
     ).toBe("What caused attn_L1_3 attention from ·to (13) to , (8)? Tracing through query and key.");
+    const vTrace = {
+      nodeIndex: {
+        nodeType: "attention_head" as const,
+        layerIndex: 0,
+        tensorIndices: [13, 8, 0],
+        passType: "forward" as const,
+      },
+      attentionTraceType: "V" as const,
+    };
+    expect(text(vTrace)).toBe(
+      "Why did attn_L0_0 attention from ·to (13) to , (8) increase the direction of interest? Tracing through value.",
+    );
+    const into = describeTrace(vTrace, tokens, {
+      nodeIndex: { nodeType: "mlp_neuron", layerIndex: 1, tensorIndices: [13, 169], passType: "forward" },
+    });
+    expect(into.parts.map((p) => p.text).join("")).toBe(
+      "Why did attn_L0_0 attention from ·to (13) to , (8) increase mlp_L1_169 at ·to (13) (its pre-activation)? Tracing through value.",
+    );
   });
 
   it("chooses top-token sides by TDB's rule", () => {

@@ -13,6 +13,7 @@ import {
   searchFromState,
   stateFromSearch,
   withAblation,
+  withDownstreamTrace,
   withTrace,
 } from "../src/tdb/state.js";
 
@@ -81,6 +82,58 @@ describe("request builder vs TDB's UI", () => {
       "V",
     );
     expect(withoutSpecType(buildBatchedTdbRequest(state))).toEqual(recorded);
+  });
+});
+
+describe("V trace into a downstream node (TDB kept it in state, never sent it)", () => {
+  const head = {
+    nodeType: "attention_head",
+    tensorIndices: [13, 8, 3],
+    layerIndex: 1,
+    passType: "forward",
+  } as const;
+  const neuron = {
+    nodeType: "mlp_neuron",
+    tensorIndices: [13, 56],
+    layerIndex: 1,
+    passType: "forward",
+  } as const;
+  const laterHead = { ...head, tensorIndices: [13, 4, 0], layerIndex: 1 } as const;
+
+  it("sends downstreamNodeToTrace beside the V trace, in both prompts, and keeps it in the URL", () => {
+    let state = withTrace(defaultState(), head, "V");
+    state = withDownstreamTrace(state, neuron);
+    state = { ...state, right: { prompt: "other", targetTokens: [" z"], distractorTokens: [] } };
+    const request = buildBatchedTdbRequest(state);
+    expect(request.subRequests).toHaveLength(2);
+    for (const sub of request.subRequests) {
+      expect(sub.upstreamNodeToTrace).toEqual({ nodeIndex: head, attentionTraceType: "V" });
+      expect(sub.downstreamNodeToTrace).toEqual({ nodeIndex: neuron });
+    }
+    expect(
+      JSON.parse(new URLSearchParams(searchFromState(state)).get("downstreamNodeToTrace") ?? "null"),
+    ).toEqual({
+      nodeIndex: neuron,
+    });
+    expect(stateFromSearch(searchFromState(state))).toEqual(state);
+  });
+
+  it("traces into an attention head through its query·key logit", () => {
+    const state = withDownstreamTrace(withTrace(defaultState(), head, "V"), laterHead);
+    expect(state.downstreamNodeToTrace).toEqual({ nodeIndex: laterHead, attentionTraceType: "QK" });
+  });
+
+  it("needs a V trace: ignored otherwise, cleared by a new trace, dropped from URLs without one", () => {
+    expect(withDownstreamTrace(defaultState(), neuron).downstreamNodeToTrace).toBeNull();
+    const qTrace = withTrace(defaultState(), head, "Q");
+    expect(withDownstreamTrace(qTrace, neuron)).toBe(qTrace);
+    const traced = withDownstreamTrace(withTrace(defaultState(), head, "V"), neuron);
+    expect(withTrace(traced, head, "K").downstreamNodeToTrace).toBeNull();
+    const search = `?upstreamNodeToTrace=${encodeURIComponent(JSON.stringify({ nodeIndex: head, attentionTraceType: "Q" }))}&downstreamNodeToTrace=${encodeURIComponent(JSON.stringify({ nodeIndex: neuron }))}`;
+    expect(stateFromSearch(search).downstreamNodeToTrace).toBeNull();
+    expect(
+      buildBatchedTdbRequest(stateFromSearch(search)).subRequests[0].downstreamNodeToTrace,
+    ).toBeUndefined();
   });
 });
 

@@ -5,7 +5,7 @@ import { useState } from "react";
 import { formatNumber } from "../format.js";
 import { Card, TokenAt } from "../ui/components.js";
 import { describeTrace, nodeName } from "./results.js";
-import type { DisplayOptions, PairingMode, TdbState } from "./state.js";
+import { type DisplayOptions, isValueTrace, type PairingMode, type TdbState } from "./state.js";
 
 interface Props {
   state: TdbState;
@@ -41,17 +41,32 @@ export function InvestigationCard({
         <section className="trace-box" aria-label="Trace">
           <div className="section-label">Trace</div>
           <p>
-            {describeTrace(state.upstreamNodeToTrace, tokens).parts.map((part, i) =>
-              part.strong ? <strong key={i}>{part.text}</strong> : <span key={i}>{part.text}</span>,
+            {describeTrace(state.upstreamNodeToTrace, tokens, state.downstreamNodeToTrace).parts.map(
+              (part, i) =>
+                part.strong ? <strong key={i}>{part.text}</strong> : <span key={i}>{part.text}</span>,
             )}
           </p>
+          {isValueTrace(state) && !state.downstreamNodeToTrace && (
+            <p className="muted small">
+              To trace the value path into a later node instead, pick it with “Into” in the node table.
+            </p>
+          )}
           <button
             type="button"
             className="btn small"
-            onClick={() => onChange({ ...state, upstreamNodeToTrace: null })}
+            onClick={() => onChange({ ...state, upstreamNodeToTrace: null, downstreamNodeToTrace: null })}
           >
             Clear trace
           </button>
+          {state.downstreamNodeToTrace && (
+            <button
+              type="button"
+              className="btn small"
+              onClick={() => onChange({ ...state, downstreamNodeToTrace: null })}
+            >
+              Back to the direction of interest
+            </button>
+          )}
         </section>
       )}
       {state.nodeAblations.length > 0 && (
@@ -277,7 +292,11 @@ function LossLine({
         <div>
           <div className="section-label">
             Traced {traceIsAttention ? "QK inner product" : "pre-activation"}
-            {state.upstreamNodeToTrace?.attentionTraceType === "V" ? " (value path, direct effect)" : ""}
+            {state.upstreamNodeToTrace?.attentionTraceType === "V"
+              ? state.downstreamNodeToTrace
+                ? ` (value path, direct effect on ${nodeName(state.downstreamNodeToTrace.nodeIndex)})`
+                : " (value path, direct effect)"
+              : ""}
           </div>
           {triple((d) => d.activationValueForBackwardPass)}
         </div>

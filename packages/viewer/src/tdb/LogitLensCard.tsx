@@ -5,7 +5,7 @@
  * Later tokens never feed back into an earlier one, so this is exact. One /batched sub-request per depth.
  */
 // biome-ignore-all lint/suspicious/noArrayIndexKey: tokens and positions are lists that may repeat.
-import type { AblationSpec, BatchedRequest } from "@tdb/attribution";
+import type { AblationSpec, BatchedRequest, MultipleTopKDerivedScalarsResponseData } from "@tdb/attribution";
 import { ApiError, api } from "../api.js";
 import { formatNumber, formatToken } from "../format.js";
 import { useAsync } from "../hooks.js";
@@ -46,6 +46,19 @@ export function logitLensRequest(prompt: string, nLayers: number, token: number)
       };
     }),
   };
+}
+
+/**
+ * One depth's top tokens. The server unions the node lists of all sub-requests (TDB's batching), so each
+ * depth ranks the shared vocabulary nodes by its own values.
+ */
+export function lensTop(data: MultipleTopKDerivedScalarsResponseData): { token: string; logit: number }[] {
+  const values = data.activationsByGroupId.logits ?? [];
+  const names = data.vocabTokenStringsForIndices ?? [];
+  return values
+    .map((logit, i) => ({ token: names[i] ?? "?", logit }))
+    .sort((a, b) => b.logit - a.logit)
+    .slice(0, TOP);
 }
 
 export function LogitLensCard({
@@ -102,21 +115,19 @@ export function LogitLensCard({
         lens.error.status === 400 &&
         lens.error.message.includes("not supported") ? (
           <Note>
-            This server cannot compute a logit lens yet: it needs forward-pass zero-ablations of
-            resid.delta_attn and resid.delta_mlp at one token in /batched. ({lens.error.message})
+            This server cannot compute a logit lens: it needs forward-pass zero-ablations of resid.delta_attn
+            and resid.delta_mlp at one token in /batched. ({lens.error.message})
           </Note>
         ) : (
           <ErrorBox title="No logit lens" message={lens.error.message} />
         ))}
       {lens.status === "ready" && (
-        <table className="compact lens-table">
+        <table className="compact lens-table" aria-label={`Logit lens at token ${token}`}>
           <tbody>
             {lens.data.inferenceSubResponses.map((sub, kept) => {
               const data = sub.processingResponseDataByName.lens;
               if (data?.responseDataType !== "multiple_top_k_derived_scalars_response_data") return null;
-              const values = data.activationsByGroupId.logits ?? [];
-              const names = data.vocabTokenStringsForIndices ?? [];
-              const top = values.slice(0, TOP);
+              const top = lensTop(data);
               return (
                 <tr key={kept}>
                   <th scope="row">
@@ -127,9 +138,9 @@ export function LogitLensCard({
                         : `after L${kept - 1}`}
                   </th>
                   <td>
-                    {top.map((v, i) => (
-                      <span key={i} className="pill" title={`logit ${formatNumber(v, 3)}`}>
-                        {formatToken(names[i] ?? "?")}
+                    {top.map((t, i) => (
+                      <span key={i} className="pill" title={`logit ${formatNumber(t.logit, 3)}`}>
+                        {formatToken(t.token)}
                       </span>
                     ))}
                   </td>

@@ -17,7 +17,14 @@ import {
   sortRows,
   topTokenSides,
 } from "./results.js";
-import { type MetricId, nodeIndexKey, type PairingMode, type Side, type TdbState } from "./state.js";
+import {
+  isValueTrace,
+  type MetricId,
+  nodeIndexKey,
+  type PairingMode,
+  type Side,
+  type TdbState,
+} from "./state.js";
 
 const PAGE_SIZES = [20, 50, 100];
 
@@ -35,6 +42,8 @@ export interface NodeTableProps {
   onView: (next: TdbState) => void;
   onAblate: (node: MirroredNodeIndexOut) => void;
   onTrace: (node: MirroredNodeIndexOut, type: AttentionTraceType | null) => void;
+  /** While a "V" trace is active: trace its value path into this node. */
+  onTraceInto: (node: MirroredNodeIndexOut) => void;
   json: () => unknown;
 }
 
@@ -76,6 +85,19 @@ export function NodeTable(props: NodeTableProps) {
 
   const ablated = new Set(state.nodeAblations.map((a) => nodeIndexKey(a.nodeIndex)));
   const tracedKey = state.upstreamNodeToTrace ? nodeIndexKey(state.upstreamNodeToTrace.nodeIndex) : null;
+  const downstreamKey = state.downstreamNodeToTrace
+    ? nodeIndexKey(state.downstreamNodeToTrace.nodeIndex)
+    : null;
+  // A "V" trace can continue into a node after the traced head: a later layer, or its own layer's MLP.
+  const valueTraceLayer = isValueTrace(state)
+    ? (state.upstreamNodeToTrace?.nodeIndex.layerIndex ?? null)
+    : null;
+  const canTraceInto = (row: NodeRow) =>
+    valueTraceLayer !== null &&
+    row.node.nodeType !== "layer" &&
+    row.key !== downstreamKey &&
+    row.layer !== null &&
+    (row.layer > valueTraceLayer || (row.layer === valueTraceLayer && !isAttentionType(row.node.nodeType)));
   const attentionLatents = state.componentTypeForAttention === "autoencoder_latent";
   const promptsOfInterest = [state.left.prompt, ...(state.right ? [state.right.prompt] : [])].join("߷");
   const columnCount = 5 + METRICS.length * sides.length;
@@ -269,6 +291,7 @@ export function NodeTable(props: NodeTableProps) {
                       <NodeName row={row} model={model} prompts={promptsOfInterest} />
                       {isAblated && <span className="tag warn">ablated</span>}
                       {row.key === tracedKey && <span className="tag info">traced</span>}
+                      {row.key === downstreamKey && <span className="tag info">downstream</span>}
                     </td>
                     <td>
                       {attentionLatents && isAttentionType(row.node.nodeType) ? (
@@ -300,6 +323,7 @@ export function NodeTable(props: NodeTableProps) {
                         isAblated={isAblated}
                         onAblate={() => props.onAblate(row.node)}
                         onTrace={(type) => props.onTrace(row.node, type)}
+                        onTraceInto={canTraceInto(row) ? () => props.onTraceInto(row.node) : null}
                       />
                     </td>
                   </tr>
@@ -437,11 +461,13 @@ function RowActions({
   isAblated,
   onAblate,
   onTrace,
+  onTraceInto,
 }: {
   row: NodeRow;
   isAblated: boolean;
   onAblate: () => void;
   onTrace: (type: AttentionTraceType | null) => void;
+  onTraceInto: (() => void) | null;
 }) {
   const type = row.node.nodeType;
   // The embedding row can be neither ablated nor traced (TDB offered both; the server rejects them).
@@ -481,6 +507,17 @@ function RowActions({
           title="What caused this activation?"
         >
           Trace
+        </button>
+      )}
+      {onTraceInto && (
+        <button
+          type="button"
+          className="btn tiny"
+          onClick={onTraceInto}
+          aria-label={`Trace V into ${label}`}
+          title="Trace the value path into this node: its pre-activation (a head: its query·key logit) replaces the direction of interest"
+        >
+          Into
         </button>
       )}
     </div>

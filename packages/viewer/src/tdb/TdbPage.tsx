@@ -29,6 +29,7 @@ import {
   stateFromSearch,
   type TdbState,
   withAblation,
+  withDownstreamTrace,
   withTrace,
 } from "./state.js";
 import { TokensCard } from "./TokensCard.js";
@@ -146,6 +147,7 @@ export function TdbPage({ model }: { model: string }) {
   const onAblate = (node: MirroredNodeIndexOut) => commit(withAblation(state, node));
   const onTrace = (node: MirroredNodeIndexOut, type: AttentionTraceType | null) =>
     commit(withTrace(state, node, type));
+  const onTraceInto = (node: MirroredNodeIndexOut) => commit(withDownstreamTrace(state, node));
 
   const suggestedHead = useMemo(() => {
     let best: NodeRow | null = null;
@@ -261,6 +263,7 @@ export function TdbPage({ model }: { model: string }) {
               onView={view}
               onAblate={onAblate}
               onTrace={onTrace}
+              onTraceInto={onTraceInto}
               json={() =>
                 subs.map((s) => ({
                   topKComponents: s.processingResponseDataByName.topKComponents,

@@ -405,7 +405,11 @@ export interface TraceDescription {
 
 const TRACE_WORD: Record<string, string> = { Q: "query", K: "key", QK: "query and key", V: "value" };
 
-export function describeTrace(trace: NodeToTrace, tokens: readonly string[]): TraceDescription {
+export function describeTrace(
+  trace: NodeToTrace,
+  tokens: readonly string[],
+  downstream: NodeToTrace | null = null,
+): TraceDescription {
   const n = trace.nodeIndex;
   const tok = (i: number | null | undefined) =>
     i === null || i === undefined ? "?" : `${formatToken(tokens[i] ?? "?")} (${i})`;
@@ -424,12 +428,26 @@ export function describeTrace(trace: NodeToTrace, tokens: readonly string[]): Tr
             { text: to, strong: true },
           ];
     if (type === "V") {
+      const target = downstream
+        ? [
+            { text: " increase " },
+            { text: nodeName(downstream.nodeIndex), strong: true },
+            { text: " at " },
+            { text: tok(downstream.nodeIndex.tensorIndices[0]), strong: true },
+            {
+              text:
+                downstream.nodeIndex.nodeType === "attention_head"
+                  ? " (its query·key logit)? Tracing through "
+                  : " (its pre-activation)? Tracing through ",
+            },
+          ]
+        : [{ text: " increase the direction of interest? Tracing through " }];
       return {
         parts: [
           { text: "Why did " },
           { text: name, strong: true },
           ...span,
-          { text: " increase the direction of interest? Tracing through " },
+          ...target,
           { text: "value", strong: true },
           { text: "." },
         ],

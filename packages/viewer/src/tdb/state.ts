@@ -44,6 +44,8 @@ export interface TdbState {
   hideEarlyLayersWhenAblating: boolean;
   nodeAblations: NodeAblation[];
   upstreamNodeToTrace: NodeToTrace | null;
+  /** With a "V" trace only: the node whose gradient replaces the direction of interest (TDB's UI never sent it). */
+  downstreamNodeToTrace: NodeToTrace | null;
   display: DisplayOptions;
   sort: SortSpec;
   filter: string;
@@ -71,6 +73,7 @@ export function defaultState(): TdbState {
     hideEarlyLayersWhenAblating: true,
     nodeAblations: [],
     upstreamNodeToTrace: null,
+    downstreamNodeToTrace: null,
     display: { logits: true, tokenEffect: false, nodeTable: true },
     sort: { ...DEFAULT_SORT },
     filter: "",
@@ -194,6 +197,12 @@ export function stateFromSearch(search: string): TdbState {
   state.upstreamNodeToTrace = trace
     ? traceOf(normalizeNodeIndex(trace.nodeIndex), trace.attentionTraceType ?? null)
     : null;
+  const downstream = parseJson(get("downstreamNodeToTrace"), isNodeToTrace);
+  // Meaningful only below a "V" trace, and never itself a "V" trace (the server refuses both).
+  state.downstreamNodeToTrace =
+    downstream && isValueTrace(state) && downstream.attentionTraceType !== "V"
+      ? traceOf(normalizeNodeIndex(downstream.nodeIndex), downstream.attentionTraceType ?? null)
+      : null;
   state.display = parseDisplay(get("display"));
   state.sort = parseSort(get("sort"));
   state.filter = get("filter") ?? "";
@@ -231,6 +240,7 @@ export function searchFromState(state: TdbState): string {
   json("distractorTokens", state.left.distractorTokens, defaults.left.distractorTokens);
   json("nodeAblations", state.nodeAblations, []);
   json("upstreamNodeToTrace", state.upstreamNodeToTrace, null);
+  json("downstreamNodeToTrace", state.downstreamNodeToTrace, null);
   if (state.right) {
     params.set("rightPrompt", state.right.prompt);
     json("rightTargetTokens", state.right.targetTokens, []);
@@ -273,6 +283,8 @@ function spec(prompt: PromptParams, state: TdbState, nodeAblations: NodeAblation
     nodeAblations,
   };
   if (state.upstreamNodeToTrace) out.upstreamNodeToTrace = state.upstreamNodeToTrace;
+  if (state.downstreamNodeToTrace && isValueTrace(state))
+    out.downstreamNodeToTrace = state.downstreamNodeToTrace;
   return out;
 }
 
@@ -325,7 +337,21 @@ export function withTrace(
   node: MirroredNodeIndex,
   type: AttentionTraceType | null,
 ): TdbState {
-  return { ...state, upstreamNodeToTrace: traceOf(toRequestNode(node), type) };
+  return { ...state, upstreamNodeToTrace: traceOf(toRequestNode(node), type), downstreamNodeToTrace: null };
+}
+
+export function isValueTrace(state: Pick<TdbState, "upstreamNodeToTrace">): boolean {
+  return state.upstreamNodeToTrace?.attentionTraceType === "V";
+}
+
+/**
+ * Traces the current "V" trace into a downstream node: its reconstituted scalar (pre-activation; for an
+ * attention head the query·key logit, through both) replaces the direction of interest (tdb-spec §4.5).
+ */
+export function withDownstreamTrace(state: TdbState, node: MirroredNodeIndex): TdbState {
+  if (!isValueTrace(state)) return state;
+  const type = node.nodeType === "attention_head" ? "QK" : null;
+  return { ...state, downstreamNodeToTrace: traceOf(toRequestNode(node), type) };
 }
 
 /** Checks TDB's server would run; each is a readable warning shown next to the prompt. */
