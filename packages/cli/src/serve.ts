@@ -1,6 +1,6 @@
 /** `tdb serve`: loads a model (and autoencoders) and starts TDB's activation server. */
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { AutoencoderFamily, TdbContext } from "@tdb/attribution";
@@ -19,6 +19,7 @@ import {
   setupExplanations,
   tdbPagePath,
 } from "@tdb/server";
+import { buildDemoDatasets, ioiExampleQuery } from "./demo-bundle.js";
 import { numberFlag, UsageError } from "./main.js";
 
 const SERVE_USAGE = `usage: tdb serve [options]
@@ -210,12 +211,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
     modelSource = fallback.model;
     demoAutoencoders = fallback.autoencoders;
     if (values.datasets === undefined) {
-      for (const file of fallback.datasets) stores.push(openLocalDataset(file));
+      const built =
+        demoAutoencoders && fallback.datasets.length === 0 && (await buildDemoDatasets(dirname(modelSource)));
+      for (const file of built ? [built] : fallback.datasets) stores.push(openLocalDataset(file));
     }
     console.error(`tdb serve: no --model given; serving ${modelSource}`);
   }
   const loaded = await loadModel(modelSource, { onProgress: createProgressBar() });
-  const modelName = values["model-name"] ?? basename(modelSource.replace(/[/\\]+$/, ""));
+  const modelName =
+    values["model-name"] ?? (demoAutoencoders ? "demo" : basename(modelSource.replace(/[/\\]+$/, "")));
 
   // Explicit folders must load; the demo's own autoencoders are optional (they may still be training).
   const mlpDemo = !mlpDir && demoAutoencoders ? existingFolder(join(demoAutoencoders, "mlp_post_act")) : null;
@@ -228,7 +232,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   ): Promise<AutoencoderFamily | null> => {
     const flag = role === "mlp" ? "mlp-autoencoder" : "attn-autoencoder";
     try {
-      const options = { name: values[`${flag}-name`], site: role === "mlp" ? mlpSite : undefined };
+      // TDB's viewer splits page paths at "_", so the demo folders (mlp_post_act, …) are named with "-".
+      const name = values[`${flag}-name`] ?? (optional ? basename(folder).replaceAll("_", "-") : undefined);
+      const options = { name, site: role === "mlp" ? mlpSite : undefined };
       const family = await loadAutoencoderFamily(folder, options).catch((error: Error) => {
         // An attention family can only sit at resid_delta_attn, so an unlabelled one is taken to be that.
         if (role === "attention" && /cannot tell where/.test(error.message)) {
@@ -347,7 +353,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     );
   }
   const openHost = wildcard ? "127.0.0.1" : address.host.includes(":") ? `[${address.host}]` : address.host;
-  console.log(`TDB: http://${openHost}:${address.port}${tdbPagePath(tdb)}`);
+  // The demo opens on its IOI example.
+  const query = demoAutoencoders ? ioiExampleQuery() : "";
+  console.log(`TDB: http://${openHost}:${address.port}${tdbPagePath(tdb)}${query}`);
   console.log(`listening on ${address.url}`);
 
   return stopped;

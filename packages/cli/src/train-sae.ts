@@ -45,6 +45,8 @@ OpenAI's format (pre_bias, encoder.weight, latent_bias, decoder.weight, latents_
   --seed S                initialisation and data order (default 0)
   --seq-len N             tokens per window (default 64)
   --dead-tokens N         a latent that has not fired in N training tokens counts as dead (default 262144)
+  --cache-mb N            keep the harvested activations in memory when the whole corpus fits in N MiB
+                          (default 256): later epochs skip the model's forward pass; same result either way
   --checkpoint-every M    steps between checkpoints (default 50)
   --stop-after N          stop at step N with a checkpoint (train in slices; the same command without it resumes)
   --threads N             matrix products over N threads (default 2 where 2+ cores; 1 = one thread)
@@ -160,6 +162,7 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
       seed: { type: "string" },
       "seq-len": { type: "string" },
       "dead-tokens": { type: "string" },
+      "cache-mb": { type: "string" },
       "checkpoint-every": { type: "string" },
       "stop-after": { type: "string" },
     },
@@ -187,6 +190,8 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   const seed = numberFlag("seed", values.seed, 0, true);
   const seqLen = numberFlag("seq-len", values["seq-len"], 64, true);
   const deadTokens = numberFlag("dead-tokens", values["dead-tokens"], 262144, true);
+  // Memory only: a cached harvest gives the same rows as a recomputed one, so it is not a training setting.
+  const cacheMb = numberFlag("cache-mb", values["cache-mb"], 256, true);
   const checkpointEvery = numberFlag("checkpoint-every", values["checkpoint-every"], 50, true);
   const stopAfter = numberFlag("stop-after", values["stop-after"], Number.POSITIVE_INFINITY, true);
   if (k < 1) throw new UsageError("--k must be ≥ 1");
@@ -273,6 +278,7 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
     tokens: corpus.tokens,
     seqLen,
     seed,
+    cacheBytes: cacheMb * 1024 * 1024,
   });
   const activation: SaeActivation = activationName === "topk" ? { kind: "topk", k } : { kind: "relu" };
   const options: SaeTrainingOptions = {

@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { nodeTypeForDatasetDst } from "./datasets.js";
 import { isUnavailable, useAsync, useModelInfo } from "./hooks.js";
 import { Link, navigate } from "./router.js";
+import { defaultState, searchFromState } from "./tdb/state.js";
 import { Card, ErrorBox, Loading, Note } from "./ui/components.js";
 
 const JUMP_TYPES = [
@@ -12,6 +13,16 @@ const JUMP_TYPES = [
   ["mlp_autoencoder_latent", "MLP autoencoder latent"],
   ["attention_autoencoder_latent", "Attention autoencoder latent"],
 ] as const;
+
+/** TDB's showcase (indirect-object identification); the demo model and GPT-2 small both solve it. */
+const IOI_EXAMPLE_SEARCH = searchFromState({
+  ...defaultState(),
+  left: {
+    prompt: "When Mary and John went to the store, John gave a drink to",
+    targetTokens: [" Mary"],
+    distractorTokens: [" John"],
+  },
+});
 
 export function Welcome() {
   const modelInfo = useModelInfo();
@@ -52,6 +63,14 @@ export function Welcome() {
               <Link className="btn primary big" href={`/${encodeURIComponent(tdbSegment)}/tdb_alpha`}>
                 Open the Transformer Debugger →
               </Link>
+              <p>
+                <Link href={`/${encodeURIComponent(tdbSegment)}/tdb_alpha${IOI_EXAMPLE_SEARCH}`}>
+                  Start from the IOI example
+                </Link>{" "}
+                <span className="muted small">
+                  (“When Mary and John went to the store, John gave a drink to” → Mary)
+                </span>
+              </p>
             </>
           )}
         </Card>
