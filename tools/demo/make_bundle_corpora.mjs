@@ -3,8 +3,9 @@
 //   node tools/demo/make_bundle_corpora.mjs
 // writes tools/demo/data/sae_train.jsonl (training split only: stories + SOTU) and
 // assets/demo/corpus/heldout.jsonl (held-out SOTU addresses, held-out stories, held-out IOI episodes).
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+
 import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
 const here = new URL(".", import.meta.url).pathname;
 const data = `${here}data`;
@@ -72,10 +73,14 @@ writeFileSync(`${data}/sae_train.jsonl`, jsonl(shuffle([...stories, ...sotu], 2)
 
 // Held-out text for collation: IOI episodes with held-out frames and names, held-out stories, held-out SOTU.
 const prompts = JSON.parse(
-  execFileSync("python3", [
-    "-c",
-    "import json,ioi;print(json.dumps([p.text+' '+p.io+'.' for p in ioi.held_out_prompts(400, seed=11)]))",
-  ], { cwd: here, encoding: "utf8" }),
+  execFileSync(
+    "python3",
+    [
+      "-c",
+      "import json,ioi;print(json.dumps([p.text+' '+p.io+'.' for p in ioi.held_out_prompts(400, seed=11)]))",
+    ],
+    { cwd: here, encoding: "utf8" },
+  ),
 );
 const ioiDocs = [];
 for (let i = 0; i < prompts.length; i += 4) ioiDocs.push(prompts.slice(i, i + 4).join(" "));
