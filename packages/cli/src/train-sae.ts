@@ -47,6 +47,8 @@ OpenAI's format (pre_bias, encoder.weight, latent_bias, decoder.weight, latents_
   --dead-tokens N         a latent that has not fired in N training tokens counts as dead (default 262144)
   --cache-mb N            keep the harvested activations in memory when the whole corpus fits in N MiB
                           (default 256): later epochs skip the model's forward pass; same result either way
+  --save-dtype float32|float16  encoder and decoder weights in the file (default float32; float16 halves the
+                          file, and the reported FVE is measured with the rounded weights)
   --checkpoint-every M    steps between checkpoints (default 50)
   --stop-after N          stop at step N with a checkpoint (train in slices; the same command without it resumes)
   --threads N             matrix products over N threads (default 2 where 2+ cores; 1 = one thread)
@@ -71,7 +73,11 @@ interface TrainingArgs {
   seed: number;
   seq_len: number;
   dead_tokens: number;
+  save_dtype: "float32" | "float16";
 }
+
+/** Settings added after files were first written, with the value those files were made with. */
+const ARG_DEFAULTS: Partial<Record<keyof TrainingArgs, unknown>> = { save_dtype: "float32" };
 
 function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
@@ -109,9 +115,10 @@ function progressBar(stream: NodeJS.WriteStream, steps: number, batchTokens: num
 }
 
 function differences(a: TrainingArgs, b: Record<string, unknown>): string[] {
+  const stored = (key: keyof TrainingArgs) => (key in b ? b[key] : ARG_DEFAULTS[key]);
   return (Object.keys(a) as (keyof TrainingArgs)[])
-    .filter((key) => JSON.stringify(a[key]) !== JSON.stringify(b[key]))
-    .map((key) => `${key}: ${JSON.stringify(b[key])} there, ${JSON.stringify(a[key])} now`);
+    .filter((key) => JSON.stringify(a[key]) !== JSON.stringify(stored(key)))
+    .map((key) => `${key}: ${JSON.stringify(stored(key))} there, ${JSON.stringify(a[key])} now`);
 }
 
 function readMetadata(path: string): Record<string, string> {
@@ -165,6 +172,7 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
       "cache-mb": { type: "string" },
       "checkpoint-every": { type: "string" },
       "stop-after": { type: "string" },
+      "save-dtype": { type: "string" },
     },
     strict: true,
   });
@@ -174,6 +182,10 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   const site = values.site as string;
   if (!(AUTOENCODER_SITES as readonly string[]).includes(site)) {
     throw new UsageError(`--site must be one of ${AUTOENCODER_SITES.join(", ")}, got '${site}'`);
+  }
+  const saveDtype = values["save-dtype"] ?? "float32";
+  if (saveDtype !== "float32" && saveDtype !== "float16") {
+    throw new UsageError(`--save-dtype must be float32 or float16, got '${saveDtype}'`);
   }
   const activationName = values.activation ?? "topk";
   if (activationName !== "topk" && activationName !== "relu") {
@@ -245,6 +257,7 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
     seed,
     seq_len: seqLen,
     dead_tokens: deadTokens,
+    save_dtype: saveDtype,
   });
   const finalPath = (layer: number) => join(out, `${layer}.safetensors`);
   const checkpointPath = (layer: number) => join(out, `${layer}.checkpoint.safetensors`);
@@ -374,11 +387,12 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   }
 
   for (const { layer, trainer, metadata: base } of runs) {
+    if (saveDtype === "float16") trainer.roundWeightsToFloat16();
     const evaluation = trainer.evaluation();
     for (const group of source.heldOutRows(4096, layer)) evaluation.add(group.data, group.rows);
     const held = evaluation.result();
     const deadShare = trainer.deadShare();
-    const stateDict = trainer.openAiStateDict();
+    const stateDict = trainer.openAiStateDict({ weights: saveDtype === "float16" ? "F16" : "F32" });
     const frequency = stateDict.find(([name]) => name === "latents_activation_frequency")?.[1].data;
     let neverFired = 0;
     if (frequency) for (const f of frequency) if (Number(f) < 1e-8) neverFired++;

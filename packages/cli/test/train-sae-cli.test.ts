@@ -137,6 +137,29 @@ describe("tdb train-sae", () => {
     expect([...family.byLayer.keys()]).toEqual([0, 1]);
   });
 
+  it("--save-dtype float16 writes F16 weights (about half the file) that load and encode like the float32 ones", async () => {
+    const out = join(scratch, "half");
+    const run = await train(out, ["--steps", "12", "--save-dtype", "float16"]);
+    expect(run.code, run.stderr).toBe(0);
+    const bytes = new Uint8Array(readFileSync(join(out, "0.safetensors")));
+    const full = readFileSync(join(reference, "0.safetensors"));
+    expect(bytes.length).toBeLessThan(0.6 * full.length);
+    const tensors = parseSafetensors(bytes);
+    expect(tensors.get("encoder.weight")?.dtype).toBe("F16");
+    expect(tensors.get("decoder.weight")?.dtype).toBe("F16");
+    expect(tensors.get("pre_bias")?.dtype).toBe("F32");
+    // The same training (only the saved precision differs): weights equal the float32 file's to float16 precision.
+    const reference32 = parseSafetensors(new Uint8Array(full)).get("encoder.weight")!.data;
+    const half = tensors.get("encoder.weight")!.data;
+    for (let i = 0; i < half.length; i += 97) {
+      expect(Math.abs(half[i] - reference32[i])).toBeLessThanOrEqual(
+        Math.abs(reference32[i]) * 2 ** -11 + 2 ** -25,
+      );
+    }
+    const family = await loadAutoencoderFamily(out);
+    expect(family.byLayer.get(0)?.nInputs).toBe(256);
+  });
+
   it("Ctrl-C writes a checkpoint and exits 130", async () => {
     const out = join(scratch, "interrupted");
     const { child, done } = start([

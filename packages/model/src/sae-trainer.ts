@@ -19,6 +19,7 @@ import { parseSafetensorsHeader } from "./formats/safetensors.js";
 import {
   decodeFloat64,
   rawTensorBytes,
+  roundToFloat16,
   serializeSafetensors,
   type WritableTensor,
 } from "./formats/safetensors-write.js";
@@ -336,7 +337,8 @@ export class SaeTrainer {
    * [nInputs, nLatents], latents_activation_frequency, latents_mean_square, stats_last_nonzero) for raw inputs,
    * latents in export order.
    */
-  openAiStateDict(): [string, WritableTensor][] {
+  openAiStateDict(options: { weights?: "F32" | "F16" } = {}): [string, WritableTensor][] {
+    const weights = options.weights ?? "F32";
     const { nInputs: n, nLatents: m } = this.options;
     const order = this.exportOrder();
     const s = this.scale;
@@ -360,13 +362,23 @@ export class SaeTrainer {
     });
     return [
       ["pre_bias", { dtype: "F32", shape: [n], data: Float32Array.from(p.preBias, (v) => v / s) }],
-      ["encoder.weight", { dtype: "F32", shape: [m, n], data: encoder }],
+      ["encoder.weight", { dtype: weights, shape: [m, n], data: encoder }],
       ["latent_bias", { dtype: "F32", shape: [m], data: latentBias }],
-      ["decoder.weight", { dtype: "F32", shape: [n, m], data: decoder }],
+      ["decoder.weight", { dtype: weights, shape: [n, m], data: decoder }],
       ["latents_activation_frequency", { dtype: "F32", shape: [m], data: frequency }],
       ["latents_mean_square", { dtype: "F32", shape: [m], data: meanSquare }],
       ["stats_last_nonzero", { dtype: "I64", shape: [m], data: lastNonzero }],
     ];
+  }
+
+  /**
+   * Rounds the encoder and decoder weights to float16 precision in place, so that evaluating afterwards measures
+   * what a file with F16 weights holds. Only once training is over.
+   */
+  roundWeightsToFloat16(): void {
+    if (!this.finished) throw new Error("round the weights only after training");
+    roundToFloat16(this.params.encoder);
+    roundToFloat16(this.params.decoder);
   }
 
   /** The trained autoencoder for raw inputs, latents in export order. */

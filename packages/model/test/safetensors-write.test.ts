@@ -6,7 +6,13 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { WeightFormatError } from "../src/formats/errors.js";
 import { parseSafetensors, parseSafetensorsHeader } from "../src/formats/safetensors.js";
-import { decodeFloat64, rawTensorBytes, serializeSafetensors } from "../src/formats/safetensors-write.js";
+import {
+  decodeFloat64,
+  float32ToFloat16Bits,
+  rawTensorBytes,
+  roundToFloat16,
+  serializeSafetensors,
+} from "../src/formats/safetensors-write.js";
 
 describe("serializeSafetensors", () => {
   it("round-trips F32, F64, I32 and I64 tensors and string metadata through the parser", () => {
@@ -75,6 +81,48 @@ describe("serializeSafetensors", () => {
       expect(a.length).toBe(t.data.length);
       expect(a.every((v, i) => Object.is(v, t.data[i]))).toBe(true);
     }
+  });
+
+  it("F16: float32 → binary16 rounding matches numpy's astype(float16) (round to nearest, ties to even)", () => {
+    // Golden bits from numpy 2: np.array(values, np.float32).astype(np.float16).view(np.uint16)
+    const values = [
+      0.1,
+      1 / 3,
+      -2.5,
+      65504,
+      65519,
+      65520,
+      1e-8,
+      2.98e-8,
+      5.96e-8,
+      6.1e-5,
+      6.0e-5,
+      1e-4,
+      3.3,
+      -0,
+      1e5,
+      -1e5,
+      2049,
+      2051,
+      0.000030517578125,
+    ];
+    const golden = [
+      11878, 13653, 49408, 31743, 31743, 31744, 0, 0, 1, 1023, 1007, 1678, 17050, 32768, 31744, 64512, 26624,
+      26626, 512,
+    ];
+    expect(values.map((v) => float32ToFloat16Bits(v))).toEqual(golden);
+    expect(float32ToFloat16Bits(Number.NaN) & 0x7c00).toBe(0x7c00);
+    expect(float32ToFloat16Bits(-5.96e-8)).toBe(0x8001);
+    // Written as F16, read back by the parser's own F16 decoder: the rounded values.
+    const data = Float32Array.from(values.filter((v) => Math.abs(v) <= 65504));
+    const rounded = data.slice();
+    roundToFloat16(rounded);
+    const back = parseSafetensors(
+      serializeSafetensors([["h", { dtype: "F16", shape: [data.length], data }]]),
+    ).get("h")!;
+    expect(back.dtype).toBe("F16");
+    expect([...back.data]).toEqual([...rounded]);
+    expect(rounded[0]).toBe(0.0999755859375);
   });
 
   it("rejects mismatched sizes, duplicate names and fractional I64 values", () => {

@@ -7,12 +7,55 @@ import { WeightFormatError } from "./errors.js";
 /** dtypes this writer produces, with the typed arrays that hold them. */
 export type WritableTensor =
   | { dtype: "F32"; shape: readonly number[]; data: Float32Array }
+  /** F16 from float32 values, rounded to nearest (ties to even); beyond ±65504 they become ±Infinity. */
+  | { dtype: "F16"; shape: readonly number[]; data: Float32Array }
   | { dtype: "F64"; shape: readonly number[]; data: Float64Array }
   | { dtype: "I32"; shape: readonly number[]; data: Int32Array }
   /** I64 from JS numbers (whole, |v| ≤ 2^53) or from BigInt64Array. */
   | { dtype: "I64"; shape: readonly number[]; data: BigInt64Array | readonly number[] | Float64Array };
 
-const ITEMSIZE: Readonly<Record<WritableTensor["dtype"], number>> = { F32: 4, F64: 8, I32: 4, I64: 8 };
+const ITEMSIZE: Readonly<Record<WritableTensor["dtype"], number>> = {
+  F32: 4,
+  F16: 2,
+  F64: 8,
+  I32: 4,
+  I64: 8,
+};
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** IEEE binary16 bits of a float32 value, rounded to nearest, ties to even (F. Giesen's float_to_half_rtne). */
+export function float32ToFloat16Bits(value: number): number {
+  f32Scratch[0] = value;
+  let x = u32Scratch[0];
+  const sign = (x >>> 16) & 0x8000;
+  x &= 0x7fffffff;
+  if (x >= 0x47800000) return sign | (x > 0x7f800000 ? 0x7e00 : 0x7c00); // NaN, or too large: Infinity
+  if (x < 0x38800000) {
+    // Subnormal or zero: adding 0.5 aligns the 10 mantissa bits at the bottom; float32 addition rounds to even.
+    u32Scratch[0] = x;
+    f32Scratch[0] = Math.fround(f32Scratch[0] + 0.5);
+    return sign | (u32Scratch[0] - 0x3f000000);
+  }
+  const odd = (x >>> 13) & 1;
+  x = (x + ((15 - 127) << 23) + 0xfff + odd) >>> 0;
+  return sign | (x >>> 13);
+}
+
+/** Rounds every value to the nearest float16 (kept as float32): what an F16 tensor will hold. */
+export function roundToFloat16(values: Float32Array): void {
+  for (let i = 0; i < values.length; i++) values[i] = float16BitsToNumber(float32ToFloat16Bits(values[i]));
+}
+
+function float16BitsToNumber(h: number): number {
+  const exponent = (h >>> 10) & 0x1f;
+  const mantissa = h & 0x3ff;
+  const sign = h & 0x8000 ? -1 : 1;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 31) return mantissa ? Number.NaN : sign * Number.POSITIVE_INFINITY;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
 
 /**
  * Serialises tensors (in the given order) and optional string metadata into safetensors bytes. Tensor names
@@ -74,6 +117,10 @@ const littleEndianPlatform = new Uint8Array(new Uint16Array([1]).buffer)[0] === 
 function writeTensor(view: DataView, at: number, name: string, tensor: WritableTensor): number {
   const n = tensor.data.length;
   const { data } = tensor;
+  if (tensor.dtype === "F16") {
+    for (let i = 0; i < n; i++) view.setUint16(at + 2 * i, float32ToFloat16Bits(tensor.data[i]), true);
+    return at + 2 * n;
+  }
   if (littleEndianPlatform && tensor.dtype !== "I64" && !Array.isArray(data)) {
     const typed = data as Float32Array | Float64Array | Int32Array;
     new Uint8Array(view.buffer, view.byteOffset).set(
