@@ -14,6 +14,7 @@ the definitions of tdb-spec §4 and TDB's activation server (interactive_model.p
   activation at token 0 is negative (TDB swaps the lists);
 - /derived_attention_scalars: a head's write-norm matrix with TDB's in/out statistics and normalisation, with
   and without an extra record sequence;
+- a V trace into a downstream MLP neuron (tiny-gpt2, tdb_torch autograd), as the TDB page's "Into" sends it;
 - the TDB page's residual-stream logit lens (tiny-gpt2, IOI prompt, last token): Hugging Face's hidden state after
   each layer through ln_f and the unembedding, top logits per depth (the viewer asks /batched for these by
   zero-ablating resid.delta_attn / resid.delta_mlp of the later layers at that token);
@@ -33,7 +34,8 @@ import re
 import torch
 from common import IOI_PROMPT, REPO_ROOT, load_tokenizer, write_json
 from make_attribution_reference import nested, sig7
-from tdb_torch import Autoencoder, Gpt2, decision_margin, gelu_new, layer_norm
+from tdb_torch import Ablation, Autoencoder, Gpt2, decision_margin, gelu_new, layer_norm, run
+from tdb_torch import Trace as TraceSpec
 
 TINY = REPO_ROOT.parent / "shared/fixtures/tiny-gpt2"
 L3_SAE = REPO_ROOT / "packages/attribution/test/fixtures/l3-sae"
@@ -384,8 +386,29 @@ def residual_lens(tokenizer, token: int = 13, keep: int = 12) -> dict:
     depths = []
     for row in rows:
         values, top = torch.topk(row, keep)
-        depths.append({"ids": top.tolist(), "logits": [sig7(float(v)) for v in values]})
+        depths.append(
+            {
+                "ids": top.tolist(),
+                "tokens": [tokenizer.decode([i]) for i in top.tolist()],
+                "logits": [sig7(float(v)) for v in values],
+            }
+        )
     return {"prompt": IOI_PROMPT, "tokens": ids, "token": token, "depths": depths}
+
+
+def value_trace_into_neuron(model: Gpt2, tokenizer) -> dict:
+    """A V trace into a downstream node on tiny-gpt2 (tdb_torch autograd): the scalar the viewer shows."""
+    ids = tokenizer(IOI_PROMPT).input_ids
+    upstream = {"nodeType": "attention_head", "tensorIndices": [13, 8, 0], "layerIndex": 0, "passType": "forward"}
+    downstream = {"nodeType": "mlp_neuron", "tensorIndices": [13, 67], "layerIndex": 0, "passType": "forward"}
+    trace = TraceSpec("attention_head", 0, 13, 0, 8, "V", TraceSpec("mlp_neuron", 0, 13, 67))
+    r = run(model, ids, list[Ablation](), None, trace, {}, {})
+    return {
+        "prompt": IOI_PROMPT,
+        "upstreamNodeToTrace": {"nodeIndex": upstream, "attentionTraceType": "V"},
+        "downstreamNodeToTrace": {"nodeIndex": downstream},
+        "activationValueForBackwardPass": sig7(r.traced_value),
+    }
 
 
 def main() -> None:
@@ -405,6 +428,7 @@ def main() -> None:
         "ioi": ioi,
         "logitLens": logit_lens(model, tokenizer, excluded, mlp_ae),
         "residualLens": residual_lens(tokenizer),
+        "valueTraceIntoNeuron": value_trace_into_neuron(model, tokenizer),
         "attentionHead": attention_head(model, tokenizer),
         "l3SaeAttentionLatent": l3_sae_attention_latent(tokenizer, excluded),
     }

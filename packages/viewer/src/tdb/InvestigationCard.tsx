@@ -291,12 +291,11 @@ function LossLine({
       {tracing && (
         <div>
           <div className="section-label">
-            Traced {traceIsAttention ? "QK inner product" : "pre-activation"}
             {state.upstreamNodeToTrace?.attentionTraceType === "V"
-              ? state.downstreamNodeToTrace
-                ? ` (value path, direct effect on ${nodeName(state.downstreamNodeToTrace.nodeIndex)})`
-                : " (value path, direct effect)"
-              : ""}
+              ? `Traced value-path direct effect${
+                  state.downstreamNodeToTrace ? ` on ${nodeName(state.downstreamNodeToTrace.nodeIndex)}` : ""
+                }`
+              : `Traced ${traceIsAttention ? "QK inner product" : "pre-activation"}`}
           </div>
           {triple((d) => d.activationValueForBackwardPass)}
         </div>

@@ -4,12 +4,21 @@
  * (.ci/run installs it) and a build (`npm run build`); the viewer bundle is rebuilt here when it is stale.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type DatasetStore, openDatasetStore } from "@tdb/datasets";
-import { type Browser, type BrowserContext, chromium, type Page, type Route } from "playwright-core";
+import { openDatasetStore } from "@tdb/datasets";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -18,6 +27,19 @@ const VIEWER = join(REPO, "packages/viewer");
 const ARTIFACTS = join(REPO, "test-artifacts/viewer-e2e");
 const TINY = fileURLToPath(new URL("../../../../../shared/fixtures/tiny-gpt2", import.meta.url));
 const IOI_PROMPT = "When Mary and John went to the store, John gave a drink to";
+/** Independent values (PyTorch / Hugging Face, tools/golden/make_batched_reference.py). */
+const GOLDEN = JSON.parse(
+  readFileSync(join(REPO, "packages/attribution/test/golden/batched-reference.json"), "utf8"),
+) as {
+  residualLens: { token: number; depths: { tokens: string[]; logits: number[] }[] };
+  valueTraceIntoNeuron: {
+    upstreamNodeToTrace: unknown;
+    downstreamNodeToTrace: unknown;
+    activationValueForBackwardPass: number;
+  };
+};
+/** The viewer's token display (packages/viewer/src/format.ts). */
+const shownToken = (token: string) => token.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ /g, "·");
 /** Read routes answer 503 while the server has no datasets; those failures are expected, nothing else is. */
 const READ_ROUTES = [
   "/neuron_datasets_metadata",
@@ -74,50 +96,14 @@ function collateTinyDataset(dir: string): string {
   return file;
 }
 
-/**
- * Answers the read routes from a collated dataset store. `tdb serve --datasets` does not open local files
- * yet; this stands in for those six routes only, with the store's own TDB-shaped answers.
- */
-async function answerReadRoute(store: DatasetStore, route: Route): Promise<void> {
-  const path = new URL(route.request().url()).pathname;
-  const body = (route.request().postDataJSON() ?? {}) as {
-    dst?: string;
-    layerIndex?: number;
-    activationIndex?: number;
-  };
-  const json = (value: unknown, status = 200) =>
-    route.fulfill({ status, contentType: "application/json", body: JSON.stringify(value) });
-  if (path === "/neuron_datasets_metadata") return json(store.neuronDatasetsMetadata());
-  const kind = store.resolveKind(body.dst ?? "");
-  const layer = body.layerIndex ?? 0;
-  const index = body.activationIndex ?? 0;
-  if (!kind) return json({ message: `no ${body.dst} in this dataset` }, 404);
-  const explanations = store.explanations(kind, layer, index);
-  switch (path) {
-    case "/neuron_record":
-      return json(store.neuronRecord(kind, layer, index) ?? { message: "not found" }, 200);
-    case "/attention_head_record":
-      return json(store.attentionHeadRecord(layer, index) ?? { message: "not found" }, 200);
-    case "/existing_explanations":
-      return json(
-        explanations.map((e) => ({ explanation: e.explanation, score: e.score, datasetName: store.name })),
-      );
-    case "/explain":
-      return json({ explanations: explanations.map((e) => e.explanation), dataset: store.name });
-    case "/score":
-      return json({ score: explanations[0]?.score ?? 0, datasetPath: store.file });
-    default:
-      return json({ message: "unknown route" }, 404);
-  }
-}
-
-function startServer(): Promise<{ child: ChildProcess; url: string }> {
+/** `tdb serve` on the tiny model (extra flags, e.g. --datasets FILE); resolves once it listens. */
+function startServer(extraArgs: string[] = []): Promise<{ child: ChildProcess; url: string }> {
   const cli = join(REPO, "packages/cli/bin/tdb.js");
   if (!existsSync(join(REPO, "packages/cli/dist/main.js")))
     throw new Error("packages/cli is not built: run npm run build");
   const child = spawn(
     process.execPath,
-    [cli, "serve", "--model", TINY, "--model-name", "tiny-gpt2", "--port", "0", "--quiet"],
+    [cli, "serve", "--model", TINY, "--model-name", "tiny-gpt2", "--port", "0", "--quiet", ...extraArgs],
     { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
   );
   return new Promise((resolve, reject) => {
@@ -278,6 +264,35 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
     await shot("ioi-node-table");
   });
 
+  it("computes the residual-stream logit lens at the last token (/batched, later layers' writes zeroed)", async () => {
+    const { token, depths } = GOLDEN.residualLens;
+    await page
+      .locator(".lens-card")
+      .getByRole("button", { name: `Compute the logit lens at token ${token}` })
+      .click();
+    const table = page.getByRole("table", { name: `Logit lens at token ${token}` });
+    await table.waitFor();
+    const rows = await table.locator("tr").evaluateAll((trs) =>
+      trs.map((tr) => ({
+        label: tr.querySelector("th")?.textContent ?? "",
+        tokens: Array.from(tr.querySelectorAll(".pill")).map((pill) => pill.textContent ?? ""),
+        logits: Array.from(tr.querySelectorAll(".pill")).map((pill) =>
+          Number((pill.getAttribute("title") ?? "").replace("logit ", "")),
+        ),
+      })),
+    );
+    expect(rows.map((r) => r.label)).toEqual(["embeddings", "after L0", "L1 (output)"]);
+    // Each depth: ln_f + unembedding of Hugging Face's hidden state after that many layers.
+    rows.forEach((row, depth) => {
+      expect(row.tokens).toEqual(depths[depth].tokens.slice(0, 8).map(shownToken));
+      row.logits.forEach((logit, i) => {
+        expect(Math.abs(logit - depths[depth].logits[i])).toBeLessThan(1.5e-3);
+      });
+    });
+    expect(new URL(page.url()).searchParams.get("lensToken")).toBe(String(token));
+    await shot("logit-lens");
+  });
+
   it("shows the server's 400 readably for a multi-token target", async () => {
     const before = await resultSeq(page);
     await page.getByLabel("Target token 1").fill(" Maryxyz");
@@ -351,6 +366,42 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
     // tdb-maths §7.4: the V trace's scalar is that node's baseline direct effect, 1.326116.
     expect(await page.locator(".loss-line").textContent()).toContain("1.326");
     await shot("trace-v");
+  });
+
+  it("traces a head's value path into a downstream node (Into)", async () => {
+    const g = GOLDEN.valueTraceIntoNeuron;
+    const into = await context.newPage();
+    watch(into, problems);
+    const query = new URLSearchParams({
+      prompt: IOI_PROMPT,
+      targetTokens: '[" Mary"]',
+      distractorTokens: '[" John"]',
+      upstreamNodeToTrace: JSON.stringify(g.upstreamNodeToTrace),
+    });
+    await into.goto(`${server.url}/tiny-gpt2/tdb_alpha?${query}`);
+    const traced = await waitForResult(into, 0);
+    await into.getByRole("searchbox", { name: "Filter nodes" }).fill("mlp_L0_67");
+    await into.getByRole("button", { name: "Trace V into mlp_L0_67 at token 13" }).click();
+    await waitForResult(into, traced);
+    expect(JSON.parse(new URL(into.url()).searchParams.get("downstreamNodeToTrace") ?? "null")).toEqual(
+      g.downstreamNodeToTrace,
+    );
+    expect(await into.getByRole("region", { name: "Trace" }).textContent()).toContain(
+      "increase mlp_L0_67 at ·to (13)",
+    );
+    const line = (await into.locator(".loss-line").textContent()) ?? "";
+    expect(line).toContain("value-path direct effect on mlp_L0_67");
+    // PyTorch autograd (tdb_torch.py) on the same trace; the loss is not computed with a downstream node.
+    expect(line).toContain(g.activationValueForBackwardPass.toFixed(3));
+    expect(line).not.toContain("Direction of interest");
+    expect(await into.locator("tr.node-row", { hasText: "downstream" }).count()).toBe(1);
+    await shot("trace-v-into-neuron", into);
+    const before = await resultSeq(into);
+    await into.getByRole("button", { name: "Back to the direction of interest" }).click();
+    await waitForResult(into, before);
+    expect(await into.locator(".loss-line").textContent()).toContain("Direction of interest");
+    expect(new URL(into.url()).searchParams.get("downstreamNodeToTrace")).toBeNull();
+    await into.close();
   });
 
   it("reopens the same investigation from a copied URL", async () => {
@@ -485,48 +536,63 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
     await shot("node-page-head-hover");
   });
 
-  it("with a collated dataset: dataset list, examples, explanations in the node table and on node pages", async () => {
+  it("with a collated dataset (tdb serve --datasets FILE): dataset list, examples, explanations in the node table and on node pages", async () => {
     const dir = mkdtempSync(join(tmpdir(), "tdb-viewer-e2e-"));
-    const store = openDatasetStore(collateTinyDataset(dir), { readonly: true });
+    const file = collateTinyDataset(dir);
+    // What the pages should show, read from the file before the server opens it.
+    const store = openDatasetStore(file, { readonly: true });
+    const stored = store.explanations("mlp_neuron", 0, 191)[0];
+    const topCount = store.neuronRecord("mlp_neuron", 0, 191)?.topActivations.length ?? 0;
+    const headRecord = store.attentionHeadRecord(1, 3);
+    store.close();
+    expect(stored?.score).not.toBeNull();
+    expect(topCount).toBeGreaterThan(6);
+    expect(headRecord).not.toBeNull();
+    const withDatasets = await startServer(["--datasets", file]);
     const withData = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    await withData.route(
-      (url) => READ_ROUTES.includes(url.pathname),
-      (route) => answerReadRoute(store, route),
-    );
     const p = await withData.newPage();
     watch(p, problems);
     try {
-      await p.goto(`${server.url}/`);
+      await p.goto(`${withDatasets.url}/`);
       await p.getByRole("link", { name: /tiny: MLP neurons/ }).waitFor();
+      expect(await p.textContent("body")).not.toContain("No dataset loaded");
       await shot("welcome-datasets", p);
 
       const ioi = `prompt=${encodeURIComponent(IOI_PROMPT)}&targetTokens=${encodeURIComponent('[" Mary"]')}&distractorTokens=${encodeURIComponent('[" John"]')}`;
-      await p.goto(`${server.url}/tiny-gpt2/tdb_alpha?${ioi}`);
+      await p.goto(`${withDatasets.url}/tiny-gpt2/tdb_alpha?${ioi}`);
       await waitForResult(p, 0);
       await p.getByRole("button", { name: "Details for mlp_L0_191 at token 13" }).click();
-      const stored = store.explanations("mlp_neuron", 0, 191)[0];
       const detail = p.locator(".detail-row .explanation");
       await detail.getByText(stored.explanation, { exact: false }).waitFor();
-      expect(await detail.textContent()).toContain((stored.score ?? 0).toFixed(2));
+      // Then /score of that explanation: the stored one keeps its stored score.
+      await expect
+        .poll(() => detail.textContent(), { timeout: 10_000 })
+        .toContain((stored.score ?? 0).toFixed(2));
       await shot("node-table-explanation", p);
 
-      await p.goto(`${server.url}/tiny-gpt2/mlp_neuron/0/191`);
+      await p.goto(`${withDatasets.url}/tiny-gpt2/mlp_neuron/0/191`);
       await p.getByRole("heading", { name: "Top activating" }).waitFor();
-      const record = store.neuronRecord("mlp_neuron", 0, 191);
       expect(await p.locator(".example-card").count()).toBe(6 + 3);
-      await p.getByRole("button", { name: `Show all ${record?.topActivations.length}` }).click();
-      expect(await p.locator(".example-card").count()).toBe((record?.topActivations.length ?? 0) + 3);
+      await p.getByRole("button", { name: `Show all ${topCount}` }).click();
+      expect(await p.locator(".example-card").count()).toBe(topCount + 3);
       expect(await p.locator(".explanation-quote").textContent()).toContain(stored.explanation);
+      // Scoring the stored explanation again returns its stored score (TDB keeps scores of known texts).
       await p.getByRole("radio", { name: "Score an explanation" }).check();
-      await p.getByLabel("Explanation", { exact: true }).fill("numbers and degrees");
+      await p.getByLabel("Explanation", { exact: true }).fill(stored.explanation);
       await p.getByRole("button", { name: "Score", exact: true }).click();
       await p
         .locator(".scored")
         .getByText(`score ${(stored.score ?? 0).toFixed(2)}`)
         .waitFor();
+      // A new explanation is scored by the server's offline simulator.
+      await p.getByLabel("Explanation", { exact: true }).fill("numbers and degrees");
+      await p.getByRole("button", { name: "Score", exact: true }).click();
+      const fresh = p.locator(".scored", { hasText: "numbers and degrees" }).locator("strong");
+      await fresh.waitFor();
+      expect(await fresh.textContent()).toMatch(/^-?\d+\.\d\d$/);
       await shot("node-page-dataset", p);
 
-      await p.goto(`${server.url}/tiny-gpt2/attention_head/1/3`);
+      await p.goto(`${withDatasets.url}/tiny-gpt2/attention_head/1/3`);
       await p.locator(".example-card [role=slider]").first().waitFor();
       expect(await p.locator(".example-card [role=slider]").count()).toBe(6 + 3);
       await p.locator(".example-card .heat-tok.pair").nth(5).hover();
@@ -534,7 +600,7 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
       await shot("node-page-head-dataset", p);
     } finally {
       await withData.close();
-      store.close();
+      withDatasets.child.kill();
       rmSync(dir, { recursive: true, force: true });
     }
   });
