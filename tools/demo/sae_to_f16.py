@@ -1,4 +1,4 @@
-"""Copies train-sae's safetensors files with their F32 tensors stored as F16 (half the size; the loader widens
+"""Copies train-sae's safetensors files with their F32 weights and biases stored as F16 (half the size; the loader widens
 them back to float32). Metadata and other dtypes are kept.  usage: sae_to_f16.py SRC_DIR DST_DIR"""
 
 import json
@@ -22,7 +22,8 @@ def convert(src: Path, dst: Path) -> None:
         begin, end = entry["data_offsets"]
         data = body[begin:end]
         dtype = entry["dtype"]
-        if dtype == "F32":
+        # Weights and biases only: activation frequencies go below F16's range (dead-latent checks read them).
+        if dtype == "F32" and name.endswith(("weight", "bias")):
             data = np.frombuffer(data, dtype="<f4").astype("<f2").tobytes()
             dtype = "F16"
         out_header[name] = {"dtype": dtype, "shape": entry["shape"], "data_offsets": [offset, offset + len(data)]}
