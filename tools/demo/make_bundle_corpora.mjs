@@ -77,15 +77,15 @@ const prompts = JSON.parse(
     "python3",
     [
       "-c",
-      "import json,ioi;print(json.dumps([p.text+' '+p.io+'.' for p in ioi.held_out_prompts(400, seed=11)]))",
+      "import json,ioi;print(json.dumps([p.text+' '+p.io+'.' for p in ioi.held_out_prompts(200, seed=11)]))",
     ],
     { cwd: here, encoding: "utf8" },
   ),
 );
 const ioiDocs = [];
 for (let i = 0; i < prompts.length; i += 4) ioiDocs.push(prompts.slice(i, i + 4).join(" "));
-const heldStories = take(shuffle(docs("synthetic_heldout.txt"), 3), 110_000);
-const heldSotu = take(shuffle(chunks(docs("sotu_heldout.txt"), 1200), 4), 110_000);
+const heldStories = take(shuffle(docs("synthetic_heldout.txt"), 3), 40_000);
+const heldSotu = take(shuffle(chunks(docs("sotu_heldout.txt"), 1200), 4), 40_000);
 mkdirSync(`${here}../../assets/demo/corpus`, { recursive: true });
 writeFileSync(
   `${here}../../assets/demo/corpus/heldout.jsonl`,
