@@ -137,6 +137,13 @@ describe("tdb train-sae", () => {
     expect([...family.byLayer.keys()]).toEqual([0, 1]);
   });
 
+  it("--cache-mb 0 (activations harvested again every epoch) ends byte-identical to the cached run", async () => {
+    const out = join(scratch, "uncached");
+    const run = await train(out, ["--steps", "12", "--cache-mb", "0"]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(readFileSync(join(out, "0.safetensors"))).toEqual(readFileSync(join(reference, "0.safetensors")));
+  });
+
   it("--save-dtype float16 writes F16 weights (about half the file) that load and encode like the float32 ones", async () => {
     const out = join(scratch, "half");
     const run = await train(out, ["--steps", "12", "--save-dtype", "float16"]);
