@@ -40,7 +40,7 @@ OpenAI's format (pre_bias, encoder.weight, latent_bias, decoder.weight, latents_
   --latents N             number of latents (default 4 × the input width)
   --steps S               optimiser steps (default 1000)
   --batch-tokens B        tokens per step (default 1024)
-  --lr LR                 Adam learning rate (default 0.05/√(input width); warm-up over the first 5 % of
+  --lr LR                 Adam learning rate (default 0.15/√(input width); warm-up over the first 5 % of
                           steps, linear decay to zero over the last 20 %)
   --seed S                initialisation and data order (default 0)
   --seq-len N             tokens per window (default 64)
@@ -238,7 +238,7 @@ export async function trainSaeCommand(rawArgv: string[]): Promise<number> {
   const nInputs = site === "mlp_post_act" ? model.config.nInner : model.config.nEmbd;
   const latents = numberFlag("latents", values.latents, 4 * nInputs, true);
   if (latents < 1) throw new UsageError("--latents must be ≥ 1");
-  const lr = numberFlag("lr", values.lr, 0.05 / Math.sqrt(nInputs));
+  const lr = numberFlag("lr", values.lr, 0.15 / Math.sqrt(nInputs));
   if (!(lr > 0)) throw new UsageError("--lr must be > 0");
   if (activationName === "topk" && k > latents) throw new UsageError(`--k ${k} exceeds --latents ${latents}`);
   const argsFor = (layer: number): TrainingArgs => ({
