@@ -99,8 +99,14 @@ const byDirect = rankBy("directionWrite");
 const heads = [];
 for (let layer = 0; layer < config.nLayer; layer++) {
   for (let head = 0; head < config.nHead; head++) {
-    const node = { nodeType: "attention_head", tensorIndices: [last, 0, head], layerIndex: layer, passType: "forward" };
-    const r = handleBatchedTdb(ctx, { subRequests: [sub([{ nodeIndex: node, value: 0 }])] }).inferenceSubResponses[0];
+    const node = {
+      nodeType: "attention_head",
+      tensorIndices: [last, 0, head],
+      layerIndex: layer,
+      passType: "forward",
+    };
+    const r = handleBatchedTdb(ctx, { subRequests: [sub([{ nodeIndex: node, value: 0 }])] })
+      .inferenceSubResponses[0];
     const diff = r.inferenceResponse.inferenceAndTokenData.loss;
     const isHead = (row) =>
       row.node.nodeType === "attention_head" &&
@@ -112,7 +118,11 @@ for (let layer = 0; layer < config.nLayer; layer++) {
       head: `L${layer}H${head}`,
       logitDiffAblated: diff,
       relativeDrop: (baseDiff - diff) / baseDiff,
-      tableRows: inTable.map((row) => ({ key: row.node.tensorIndices[1], atg: row.actTimesGrad, direct: row.directionWrite })),
+      tableRows: inTable.map((row) => ({
+        key: row.node.tensorIndices[1],
+        atg: row.actTimesGrad,
+        direct: row.directionWrite,
+      })),
       bestActTimesGradRank: byAtg.findIndex(isHead) + 1 || null,
       bestDirectEffectRank: byDirect.findIndex(isHead) + 1 || null,
     });
