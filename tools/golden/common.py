@@ -10,7 +10,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOKENIZER_DIR = Path("/work/shared/fixtures/tiny-gpt2")
+TOKENIZER_DIR = REPO_ROOT.parent / "shared" / "fixtures" / "tiny-gpt2"  # shared/ sits beside the checkout
 VOCAB_SIZE = 50257
 EOS_ID = 50256
 

@@ -26,7 +26,7 @@ from tdb_torch import Ablation, Autoencoder, Gpt2, Loss, Result, SiteAblation, T
 SCENARIOS = REPO_ROOT / "tools/golden/scenarios/l3-sae-scenarios.json"
 FIXTURE = REPO_ROOT / "packages/attribution/test/fixtures/l3-sae"
 OUT = REPO_ROOT / "packages/attribution/test/golden/l3-sae-reference.json"
-TINY = Path("/work/shared/fixtures/tiny-gpt2")
+TINY = REPO_ROOT.parent / "shared" / "fixtures" / "tiny-gpt2"
 N_HEAD = 4
 N_LOGIT_SAMPLES = 32
 SEED = 7

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2TokenizerFast
 
-SHARED = Path("/work/shared")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"  # beside the checkout
 MODEL_DIR = SHARED / "fixtures/tiny-gpt2"
 CASES_DIR = SHARED / "fixtures/tdb-cases"
 REPO = Path(__file__).resolve().parents[2]
