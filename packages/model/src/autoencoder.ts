@@ -236,10 +236,48 @@ export function parseAutoencoderActivation(
   throw new Error(`unsupported autoencoder activation '${name}' (supported: ReLU, TopK, Identity)`);
 }
 
-function topIndices(values: Float32Array, k: number): number[] {
-  const idx = Array.from({ length: values.length }, (_, i) => i);
-  idx.sort((a, b) => values[b] - values[a] || a - b);
-  return idx.slice(0, k);
+/**
+ * Indices of the k largest values (ties to the lower index), in no particular order: a bounded min-heap, so
+ * a row costs O(m log k) instead of sorting all m latents.
+ */
+export function topIndices(values: Float32Array, k: number): number[] {
+  const size = Math.min(k, values.length);
+  if (size <= 0) return [];
+  const heapValue = new Float64Array(size);
+  const heapIndex = new Int32Array(size);
+  // a ranks below b: smaller value, or equal value and larger index.
+  const below = (va: number, ia: number, vb: number, ib: number) => va < vb || (va === vb && ia > ib);
+  let n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (n < size) {
+      let c = n++;
+      while (c > 0) {
+        const p = (c - 1) >> 1;
+        if (!below(v, i, heapValue[p], heapIndex[p])) break;
+        heapValue[c] = heapValue[p];
+        heapIndex[c] = heapIndex[p];
+        c = p;
+      }
+      heapValue[c] = v;
+      heapIndex[c] = i;
+    } else if (below(heapValue[0], heapIndex[0], v, i)) {
+      let c = 0;
+      for (;;) {
+        const l = 2 * c + 1;
+        if (l >= size) break;
+        const r = l + 1;
+        const m = r < size && below(heapValue[r], heapIndex[r], heapValue[l], heapIndex[l]) ? r : l;
+        if (!below(heapValue[m], heapIndex[m], v, i)) break;
+        heapValue[c] = heapValue[m];
+        heapIndex[c] = heapIndex[m];
+        c = m;
+      }
+      heapValue[c] = v;
+      heapIndex[c] = i;
+    }
+  }
+  return Array.from(heapIndex);
 }
 
 function addRows(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
