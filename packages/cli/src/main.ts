@@ -76,7 +76,23 @@ export function numberFlag(
   return n;
 }
 
+const GENERATE_USAGE = `usage: tdb generate --model DIR|NAME --prompt TEXT [options]
+
+Prints the prompt followed by its continuation.
+
+  --model DIR|NAME     model folder (Hugging Face layout) or hub name (gpt2, gpt2-medium, …)
+  --prompt TEXT        the text to continue
+  --max-tokens N       new tokens (default 20; stops at the model's context)
+  --temperature T      0 (default) = greedy; > 0 samples
+  --top-p P            nucleus sampling mass in (0, 1] (default 1)
+  --seed S             sampling seed (default 0)
+  --threads N          matrix products over N threads (1 = one thread)`;
+
 async function generateCommand(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(GENERATE_USAGE);
+    return 0;
+  }
   const { values } = parseArgs({
     args: argv,
     options: {
