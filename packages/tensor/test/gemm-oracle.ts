@@ -130,3 +130,27 @@ export const EDGE_SHAPES: [number, number, number][] = [
   [67, 21, 13],
   [70, 9, 6],
 ];
+
+/** Worst error ratio over operands placed inside and outside WASM memory, at odd alignments, every variant. */
+export function placementSweep(gemm: Gemm): number {
+  const placements: Placement[] = [
+    { a: "wasm", b: "wasm", c: "wasm" },
+    { a: "js", b: "wasm", c: "js" },
+    { a: "wasm-offset", b: "wasm-offset", c: "wasm-offset" },
+    { a: "wasm", b: "js", c: "wasm-offset" },
+  ];
+  let worst = 0;
+  for (const placement of placements) {
+    for (const [m, k, n] of [
+      [5, 19, 23],
+      [32, 64, 40],
+    ]) {
+      for (const variant of VARIANTS) {
+        for (const accumulate of [false, true]) {
+          worst = Math.max(worst, runCase(gemm, variant, m, k, n, accumulate, m + k + n, placement));
+        }
+      }
+    }
+  }
+  return worst;
+}
