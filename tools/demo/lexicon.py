@@ -106,38 +106,107 @@ RELATIONS = ["smiled at", "waved to", "looked at", "called", "hugged", "thanked"
              "sang to", "pointed at", "walked with", "played with", "danced with"]
 
 
-def train_intro(rng) -> tuple[str, str]:
+# Extra parts for the fine-tuning stage (make_corpus.py --variant finetune): more everyday verbs, openers and
+# place-first phrases, so the rule is learnt over more surface forms. The held-out frames' distinctive words above
+# stay out of these too (checked by check_parts()).
+EXTRA_OPENERS_SUBORDINATE = ["Whenever", "The moment", "By the time", "Now that", "Even though", "Each time",
+                             "Just after", "Until", "The minute", "Every time"]
+EXTRA_OPENERS_MAIN = ["After a short nap,", "After a big lunch,", "Before dinner,", "Late in the evening,",
+                      "Early in the day,", "During the storm,", "After school,", "On a cold morning,",
+                      "After a busy week,", "In the end,", "Around noon,", "That morning,"]
+EXTRA_PAIR_VERB_PHRASES = [
+    "sat down in the {P}", "hurried to the {P}", "went for a walk to the {P}", "were together in the {P}",
+    "took a trip to the {P}", "climbed up to the {P}", "went swimming near the {P}", "were painting the {P}",
+    "shared a table in the {P}", "ate dinner in the {P}", "went back to the {P}", "were talking in the {P}",
+    "got lost near the {P}", "were looking for the {P}", "had a picnic by the {P}", "sat by the {P}",
+    "stayed in the {P}", "worked all day in the {P}", "waited for a bus near the {P}", "went to see the {P}",
+    "were invited to the {P}", "danced in the {P}", "were sleepy in the {P}", "got tired in the {P}",
+    "went camping by the {P}", "found each other in the {P}", "were happy in the {P}",
+]
+EXTRA_PLACE_FIRST = ["Next to the {P}", "Around the {P}", "Down by the {P}", "In front of the {P}",
+                     "Close to the {P}", "Right outside the {P}", "Just past the {P}", "Deep inside the {P}",
+                     "Halfway to the {P}", "On the road to the {P}", "Up the hill from the {P}",
+                     "On their trip to the {P}", "Back from the {P}", "Walking to the {P}", "Later, in the {P}",
+                     "After the {P}", "By the {P}", "All day in the {P}", "Along the path to the {P}"]
+EXTRA_PLACE_FIRST_VERB_PHRASES = [
+    "took a nap", "went for a swim", "ate some fruit", "found a bench", "had a chat", "drew pictures",
+    "told stories", "fed the ducks", "counted the stars", "sat in the sun", "played cards", "watched the birds",
+    "talked for hours", "shared a snack", "walked slowly", "drank some tea", "had a nice lunch", "sat to eat",
+    "stood to wait", "paused to look around", "sat down to read", "went in to buy bread", "had a big meal",
+]
+EXTRA_GIVE_TO = ["slid the {O} over to", "gently handed the {O} to", "held out {aO} to", "reached over and gave {aO} to",
+                 "pulled out {aO} and handed it to", "took the {O} and gave it to", "lifted the {O} and passed it to",
+                 "got {aO} and brought it to", "delivered {aO} to", "handed over the {O} to", "rolled the {O} to",
+                 "kicked the {O} to", "served {aO} to", "wrote a note and gave it to", "sent the {O} over to",
+                 "showed {aO} to", "brought out {aO} and showed it to", "gave the last {O} to", "lent {aO} to"]
+EXTRA_GIVE_FOR = ["baked {aO} for", "set aside {aO} for", "got {aO} for", "prepared {aO} for", "drew {aO} for",
+                  "sewed {aO} for", "knitted {aO} for", "grew {aO} for", "poured {aO} for", "cut {aO} for",
+                  "carved {aO} for", "ordered {aO} for", "brought home {aO} for", "kept the best {O} for",
+                  "put aside the {O} for", "held on to the {O} for", "wrapped up the {O} for"]
+EXTRA_FIRST_VERBS = ["lifted", "took", "held", "got", "wiped", "filled", "polished", "folded", "checked", "packed",
+                     "brought out", "reached for", "looked at"]
+EXTRA_SECOND_VERBS = ["showed it to", "gave it back to", "handed it over to", "lent it to", "sold it to",
+                      "mailed it to", "read it to", "slid it to"]
+EXTRA_BEFORE_GIVING = ["stood still", "looked around", "thought for a moment", "took a deep breath", "stretched",
+                       "smiled warmly", "got up", "shrugged", "whispered something", "said hello",
+                       "sat up", "walked over"]
+HELD_OUT_WORDS = ["since", "because", "soon", "both", "long talk", "shopping", "stopped", "rest", "opened",
+                  "last night", "on the way", "at the {p}", "quietly", "picked up", "took out", "said goodbye",
+                  "made", "saved"]
+
+
+def check_parts() -> None:
+    """The fine-tuning parts never contain a held-out frame's distinctive words."""
+    parts = (EXTRA_OPENERS_SUBORDINATE + EXTRA_OPENERS_MAIN + EXTRA_PAIR_VERB_PHRASES + EXTRA_PLACE_FIRST
+             + EXTRA_PLACE_FIRST_VERB_PHRASES + EXTRA_GIVE_TO + EXTRA_GIVE_FOR + EXTRA_FIRST_VERBS
+             + EXTRA_SECOND_VERBS + EXTRA_BEFORE_GIVING)
+    for part in parts:
+        for banned in HELD_OUT_WORDS:
+            if banned in part.lower():  # substrings too: "rested" would leak "rest"
+                raise ValueError(f"fine-tuning part {part!r} contains held-out word {banned!r}")
+
+
+def train_intro(rng, extended: bool = False) -> tuple[str, str]:
     """A random training intro frame (with {X}, {Y}, {P}) and its joiner; never a held-out frame."""
+    subordinate = OPENERS_SUBORDINATE + (EXTRA_OPENERS_SUBORDINATE if extended else [])
+    main = OPENERS_MAIN + (EXTRA_OPENERS_MAIN if extended else [])
+    verbs = PAIR_VERB_PHRASES + (EXTRA_PAIR_VERB_PHRASES if extended else [])
+    place_first = [f"{prep} the {{P}}" for prep in PLACE_FIRST_PREPOSITIONS] + (EXTRA_PLACE_FIRST if extended else [])
+    place_verbs = PLACE_FIRST_VERB_PHRASES + (EXTRA_PLACE_FIRST_VERB_PHRASES if extended else [])
     while True:
         roll = rng.random()
-        if roll < 0.45:
-            opener = rng.choice(OPENERS_SUBORDINATE)
-            frame, joiner = f"{opener} {{X}} and {{Y}} {rng.choice(PAIR_VERB_PHRASES)}", ", "
-        elif roll < 0.75:
-            opener = rng.choice(OPENERS_MAIN)
-            frame, joiner = f"{opener} {{X}} and {{Y}} {rng.choice(PAIR_VERB_PHRASES)}".lstrip(), ". "
+        if roll < (0.4 if extended else 0.45):
+            opener = rng.choice(subordinate)
+            frame, joiner = f"{opener} {{X}} and {{Y}} {rng.choice(verbs)}", ", "
+        elif roll < (0.65 if extended else 0.75):
+            opener = rng.choice(main)
+            frame, joiner = f"{opener} {{X}} and {{Y}} {rng.choice(verbs)}".lstrip(), ". "
         elif roll < 0.9:
-            prep = rng.choice(PLACE_FIRST_PREPOSITIONS)
-            frame, joiner = f"{prep} the {{P}}, {{X}} and {{Y}} {rng.choice(PLACE_FIRST_VERB_PHRASES)}", ". "
+            frame, joiner = f"{rng.choice(place_first)}, {{X}} and {{Y}} {rng.choice(place_verbs)}", ". "
         else:
             frame, joiner = rng.choice(ONE_TO_OTHER), ". "
         if (frame, joiner) not in HELD_OUT_INTROS:
             return frame, joiner
 
 
-def train_action(rng) -> str:
+def train_action(rng, extended: bool = False) -> str:
     """A random training action frame ({S}, {O}, {aO}) that ends right before the indirect object."""
+    give_to = GIVE_TO + (EXTRA_GIVE_TO if extended else [])
+    give_for = GIVE_FOR + (EXTRA_GIVE_FOR if extended else [])
+    first_verbs = FIRST_VERBS + (EXTRA_FIRST_VERBS if extended else [])
+    second_verbs = SECOND_VERBS + (EXTRA_SECOND_VERBS if extended else [])
+    before = BEFORE_GIVING + (EXTRA_BEFORE_GIVING if extended else [])
     while True:
         roll = rng.random()
         adverb = rng.choice(ADVERBS)
-        if roll < 0.55:
-            frame = f"{{S}} {adverb}{rng.choice(GIVE_TO)}"
+        if roll < (0.5 if extended else 0.55):
+            frame = f"{{S}} {adverb}{rng.choice(give_to)}"
         elif roll < 0.7:
-            frame = f"{{S}} {adverb}{rng.choice(GIVE_FOR)}"
+            frame = f"{{S}} {adverb}{rng.choice(give_for)}"
         elif roll < 0.85:
-            frame = f"{{S}} {adverb}{rng.choice(FIRST_VERBS)} the {{O}} and {rng.choice(SECOND_VERBS)}"
+            frame = f"{{S}} {adverb}{rng.choice(first_verbs)} the {{O}} and {rng.choice(second_verbs)}"
         else:
-            frame = f"{{S}} {rng.choice(BEFORE_GIVING)} and {rng.choice(GIVE_TO)}"
+            frame = f"{{S}} {rng.choice(before)} and {rng.choice(give_to)}"
         if frame not in HELD_OUT_ACTIONS:
             return frame
 

@@ -50,8 +50,11 @@ def choose_name_pools(female: list[str], male: list[str], seed: int) -> dict[str
 
 
 class StoryWriter:
-    def __init__(self, rng: random.Random, pools: dict[str, list[str]], female: set[str]):
+    def __init__(self, rng: random.Random, pools: dict[str, list[str]], female: set[str], finetune: bool = False):
         self.rng = rng
+        # The fine-tuning variant: more surface forms (lexicon EXTRA_* parts), more IOI, and IOI episodes with rare
+        # multi-token names too, so the circuit copies whichever name was not repeated rather than a known name.
+        self.finetune = finetune
         self.ioi_names = pools["ioi_train"]
         self.held_out_names = pools["held_out"]
         self.rare_names = pools["rare"]
@@ -149,7 +152,7 @@ class StoryWriter:
     # --- the structured episodes ---------------------------------------------------------------------------
     def ioi_episode(self, x: str, y: str) -> str:
         """X and Y are introduced; the subject is one of them and the other one receives (ABBA or BABA)."""
-        intro, joiner = lx.train_intro(self.rng)
+        intro, joiner = lx.train_intro(self.rng, extended=self.finetune)
         noun, a_noun = self.obj()
         place = self.pick(lx.PLACES)
         indirect, subject = (x, y) if self.rng.random() < 0.5 else (y, x)
@@ -178,7 +181,7 @@ class StoryWriter:
         elif roll < 0.3:
             text = f"{first}{joiner}{subject} {self.pick(lx.ADVERBS)}{self.pick(lx.RELATIONS)} {indirect}."
         else:
-            action = lx.train_action(self.rng).format(S=subject, O=noun, aO=a_noun)
+            action = lx.train_action(self.rng, extended=self.finetune).format(S=subject, O=noun, aO=a_noun)
             text = f"{first}{joiner}{action} {indirect}."
         follow = [
             f" {indirect} said thank you.",
@@ -191,13 +194,21 @@ class StoryWriter:
         ]
         return text + self.pick(follow)
 
+    def ioi_pair(self) -> list[str]:
+        if self.finetune and self.rng.random() < 0.3:
+            return self.rng.sample(self.rare_names, 2)
+        return self.rng.sample(self.ioi_names, 2)
+
     def story(self) -> str:
         rng = self.rng
         ioi = rng.random() < 0.6
-        a = self.person(from_ioi_pool=ioi)
-        b = self.person(from_ioi_pool=ioi)
-        while b == a:
+        if ioi and self.finetune:
+            a, b = self.ioi_pair()
+        else:
+            a = self.person(from_ioi_pool=ioi)
             b = self.person(from_ioi_pool=ioi)
+            while b == a:
+                b = self.person(from_ioi_pool=ioi)
         sentences = []
         if rng.random() < 0.6:
             animal = self.pick(lx.ANIMALS)
@@ -228,7 +239,7 @@ class StoryWriter:
         """Several short IOI episodes in a row, each with fresh names."""
         parts = []
         for _ in range(self.rng.randint(1, 4)):
-            x, y = self.rng.sample(self.ioi_names, 2)
+            x, y = self.ioi_pair() if self.finetune else self.rng.sample(self.ioi_names, 2)
             parts.append(self.ioi_episode(x, y))
         return " ".join(parts)
 
@@ -249,7 +260,7 @@ class StoryWriter:
 
     def document(self) -> str:
         roll = self.rng.random()
-        if roll < 0.72:
+        if roll < (0.55 if self.finetune else 0.72):
             return self.story()
         if roll < 0.92:
             return self.ioi_drill()
@@ -283,28 +294,45 @@ def main() -> None:
     ap.add_argument("--stdlib", type=Path, default=Path("/tmp/demo-data/node_modules/@stdlib"))
     ap.add_argument("--out", type=Path, default=HERE / "data")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--names-seed", type=int, default=1234, help="seed of the IOI/held-out/rare name split")
     ap.add_argument("--train-mb", type=float, default=58.0, help="megabytes of synthetic training text (~12.4 M tokens)")
     ap.add_argument("--heldout-mb", type=float, default=1.0)
+    ap.add_argument(
+        "--variant",
+        choices=["base", "finetune"],
+        default="base",
+        help="finetune: the second-stage text (more frames and verbs, more IOI, rare names in IOI); "
+        "names.json is only written by base",
+    )
     args = ap.parse_args()
+    finetune = args.variant == "finetune"
+    if finetune:
+        lx.check_parts()
 
     args.out.mkdir(parents=True, exist_ok=True)
     female, male = load_names(args.stdlib)
-    pools = choose_name_pools(female, male, args.seed)
+    pools = choose_name_pools(female, male, args.names_seed)
+    if finetune:  # the held-out names must be the ones the shipped model was evaluated on
+        record = json.loads((HERE / "names.json").read_text())
+        assert pools["held_out"] == record["held_out_names"] and pools["ioi_train"] == record["ioi_train_names"]
     female_set = set(female)
 
     n_train = write_synthetic(
         args.out / "synthetic_train.txt",
-        StoryWriter(random.Random(args.seed), pools, female_set),
+        StoryWriter(random.Random(args.seed), pools, female_set, finetune),
         int(args.train_mb * 1e6),
     )
     n_heldout = write_synthetic(
         args.out / "synthetic_heldout.txt",
-        StoryWriter(random.Random(args.seed + 1), pools, female_set),
+        StoryWriter(random.Random(args.seed + 1), pools, female_set, finetune),
         int(args.heldout_mb * 1e6),
     )
     held_out_sotu = split_sotu(args.stdlib, args.out)
+    print(f"synthetic: {n_train} training docs, {n_heldout} held-out docs; SOTU held out: {len(held_out_sotu)} files")
+    if finetune:
+        return
     record = {
-        "seed": args.seed,
+        "seed": args.names_seed,
         "ioi_train_names": pools["ioi_train"],
         "held_out_names": pools["held_out"],
         "held_out_sotu_files": held_out_sotu,
@@ -313,7 +341,6 @@ def main() -> None:
     }
     (HERE / "names.json").write_text(json.dumps(record, indent=2) + "\n")
     biome_format([HERE / "names.json"])
-    print(f"synthetic: {n_train} training docs, {n_heldout} held-out docs; SOTU held out: {len(held_out_sotu)} files")
 
 
 if __name__ == "__main__":

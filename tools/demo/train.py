@@ -49,6 +49,7 @@ def parse_args():
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--checkpoint-each-eval", action="store_true", help="also save at each evaluation")
     ap.add_argument("--save-dtype", choices=["float32", "float16"], default="float16")
+    ap.add_argument("--init-from", type=Path, default=None, help="start from these weights (fine-tuning stage)")
     ap.add_argument("--hard-stop-s", type=float, default=None, help="stop early (and still save) after this long")
     return ap.parse_args()
 
@@ -160,7 +161,12 @@ def main() -> None:
         eos_token_id=eot,
         tie_word_embeddings=True,
     )
-    model = GPT2LMHeadModel(config).to(device)
+    if args.init_from is not None:
+        model = GPT2LMHeadModel.from_pretrained(args.init_from, dtype=torch.float32).to(device)
+        if model.config.vocab_size != config.vocab_size:
+            raise SystemExit(f"{args.init_from} has another vocabulary than {args.tokenizer}")
+    else:
+        model = GPT2LMHeadModel(config).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params:,} parameters, device {device}", flush=True)
 
