@@ -211,9 +211,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     modelSource = fallback.model;
     demoAutoencoders = fallback.autoencoders;
     if (values.datasets === undefined) {
-      const built =
-        demoAutoencoders && fallback.datasets.length === 0 && (await buildDemoDatasets(dirname(modelSource)));
-      for (const file of built ? [built] : fallback.datasets) stores.push(openLocalDataset(file));
+      // demo.db is (re)built when missing or built from another bundle; other .db files there are served as found.
+      const demoDb = join(dirname(modelSource), "datasets", "demo.db");
+      const wantsDemo = fallback.datasets.length === 0 || fallback.datasets.includes(demoDb);
+      const built = demoAutoencoders && wantsDemo && (await buildDemoDatasets(dirname(modelSource)));
+      const files = built ? [...new Set([...fallback.datasets, built])] : fallback.datasets;
+      for (const file of files) stores.push(openLocalDataset(file));
     }
     console.error(`tdb serve: no --model given; serving ${modelSource}`);
   }
