@@ -9,110 +9,200 @@ export interface Picked {
 
 /**
  * The k largest and the k smallest entries over all arrays, each list sorted by value descending (TDB sorts
- * the bottom block descending too). Ties are broken by position, which is as good as torch.topk's choice.
+ * the bottom block descending too). Ties are broken by position (earlier array, then earlier index, wins),
+ * which is as good as torch.topk's choice. NaN entries are never picked.
  */
 export function topAndBottom(
   arrays: readonly Float32Array[],
   k: number,
 ): { top: Picked[]; bottom: Picked[] } {
-  const top = new BoundedHeap(k, (a, b) => a.value < b.value || (a.value === b.value && later(a, b)));
-  const bottom = new BoundedHeap(k, (a, b) => a.value > b.value || (a.value === b.value && later(a, b)));
-  arrays.forEach((values, source) => {
-    for (let index = 0; index < values.length; index++) {
-      const value = values[index];
-      // Most values lose to both heaps' current k-th entries; skip them without allocating.
-      if (top.full && value < top.worstValue && bottom.full && value > bottom.worstValue) continue;
-      top.offer(source, index, value);
-      bottom.offer(source, index, value);
+  const top = new BoundedHeap(k, 1);
+  const bottom = new BoundedHeap(k, -1);
+  if (k > 0) {
+    for (let source = 0; source < arrays.length; source++) {
+      const values = arrays[source];
+      for (let index = 0; index < values.length; index++) {
+        const value = values[index];
+        // Most values lose to both heaps' current k-th entries: one comparison each, no call.
+        if (value < top.worst && value > -bottom.worst) continue;
+        if (value !== value) continue; // NaN
+        top.offer(source, index, value);
+        bottom.offer(source, index, value);
+      }
     }
-  });
+  }
   const desc = (a: Picked, b: Picked) => b.value - a.value || a.source - b.source || a.index - b.index;
   return { top: top.items().sort(desc), bottom: bottom.items().sort(desc) };
 }
 
-function later(a: Picked, b: Picked): boolean {
-  return a.source > b.source || (a.source === b.source && a.index > b.index);
-}
-
-/** Keeps the k "best" items; `worse(a, b)` says a ranks below b (the root holds the worst kept item). */
+/**
+ * Keeps the k best entries by key = sign·value (sign 1: largest values, −1: smallest); among equal keys the earlier
+ * (source, index) is better. A min-heap on key in parallel typed arrays: the root is the worst kept entry, and
+ * `worst` is its key while full (−∞ before), so a candidate that cannot enter is rejected by one comparison.
+ */
 class BoundedHeap {
-  private readonly heap: Picked[] = [];
+  private readonly keys: Float64Array;
+  private readonly sources: Int32Array;
+  private readonly indices: Int32Array;
+  private size = 0;
+  worst = Number.NEGATIVE_INFINITY;
+
   constructor(
     private readonly k: number,
-    private readonly worse: (a: Picked, b: Picked) => boolean,
-  ) {}
-
-  get full(): boolean {
-    return this.heap.length >= this.k;
-  }
-
-  /** Value of the worst kept item (NaN while empty). */
-  get worstValue(): number {
-    return this.heap.length > 0 ? this.heap[0].value : Number.NaN;
+    private readonly sign: 1 | -1,
+  ) {
+    const n = Math.max(0, k);
+    this.keys = new Float64Array(n);
+    this.sources = new Int32Array(n);
+    this.indices = new Int32Array(n);
   }
 
   offer(source: number, index: number, value: number): void {
-    if (this.k <= 0) return;
-    const h = this.heap;
-    if (h.length < this.k) {
-      h.push({ source, index, value });
-      this.up(h.length - 1);
+    const key = this.sign * value;
+    if (this.size < this.k) {
+      let i = this.size++;
+      // Sift up: the new entry rises above parents that are better than it.
+      while (i > 0) {
+        const p = (i - 1) >> 1;
+        if (!this.worseThan(key, source, index, p)) break;
+        this.move(p, i);
+        i = p;
+      }
+      this.put(i, key, source, index);
+      if (this.size === this.k) this.worst = this.keys[0];
       return;
     }
-    const candidate = { source, index, value };
-    if (!this.worse(h[0], candidate)) return;
-    h[0] = candidate;
-    this.down(0);
+    // Full: the candidate must beat the root (equal keys: only an earlier position).
+    if (!this.worseAt(0, key, source, index)) return;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= this.size) break;
+      const r = l + 1;
+      const m = r < this.size && this.worseIdx(r, l) ? r : l;
+      if (!this.worseIdx(m, -1, key, source, index)) break;
+      this.move(m, i);
+      i = m;
+    }
+    this.put(i, key, source, index);
+    this.worst = this.keys[0];
   }
 
   items(): Picked[] {
-    return [...this.heap];
+    const out: Picked[] = [];
+    for (let i = 0; i < this.size; i++) {
+      out.push({ source: this.sources[i], index: this.indices[i], value: this.sign * this.keys[i] });
+    }
+    return out;
   }
 
-  private up(i: number): void {
-    const h = this.heap;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!this.worse(h[i], h[p])) break;
-      [h[i], h[p]] = [h[p], h[i]];
-      i = p;
-    }
+  /** Is (key, source, index) worse than the entry at slot j? */
+  private worseThan(key: number, source: number, index: number, j: number): boolean {
+    const kj = this.keys[j];
+    if (key !== kj) return key < kj;
+    const sj = this.sources[j];
+    return source !== sj ? source > sj : index > this.indices[j];
   }
 
-  private down(i: number): void {
-    const h = this.heap;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && this.worse(h[l], h[m])) m = l;
-      if (r < h.length && this.worse(h[r], h[m])) m = r;
-      if (m === i) return;
-      [h[i], h[m]] = [h[m], h[i]];
-      i = m;
-    }
+  /** Is the entry at slot j worse than (key, source, index)? */
+  private worseAt(j: number, key: number, source: number, index: number): boolean {
+    const kj = this.keys[j];
+    if (kj !== key) return kj < key;
+    const sj = this.sources[j];
+    return sj !== source ? sj > source : this.indices[j] > index;
+  }
+
+  /** Is slot a worse than slot b (b = −1: the given entry)? */
+  private worseIdx(a: number, b: number, key = 0, source = 0, index = 0): boolean {
+    if (b >= 0) return this.worseAt(a, this.keys[b], this.sources[b], this.indices[b]);
+    return this.worseAt(a, key, source, index);
+  }
+
+  private move(from: number, to: number): void {
+    this.keys[to] = this.keys[from];
+    this.sources[to] = this.sources[from];
+    this.indices[to] = this.indices[from];
+  }
+
+  private put(i: number, key: number, source: number, index: number): void {
+    this.keys[i] = key;
+    this.sources[i] = source;
+    this.indices[i] = index;
   }
 }
 
 /** Indices of the n largest values (descending), skipping excluded indices. */
 export function largest(values: Float32Array, n: number, excluded?: ReadonlySet<number>): number[] {
-  const picked = topAndBottom([maskOut(values, excluded, Number.NEGATIVE_INFINITY)], n).top;
-  return picked.map((p) => p.index);
+  return pickOne(values, n, excluded, 1).map((p) => p.index);
 }
 
 /** Indices of the n smallest values (ascending), skipping excluded indices. */
 export function smallest(values: Float32Array, n: number, excluded?: ReadonlySet<number>): number[] {
-  const picked = topAndBottom([maskOut(values, excluded, Number.POSITIVE_INFINITY)], n).bottom;
-  return picked.map((p) => p.index).reverse();
+  return pickOne(values, n, excluded, -1)
+    .map((p) => p.index)
+    .reverse();
 }
 
-function maskOut(
+/** largest() and smallest() in one pass over the values. */
+export function largestAndSmallest(
   values: Float32Array,
+  n: number,
+  excluded?: ReadonlySet<number>,
+): { largest: number[]; smallest: number[] } {
+  const top = new BoundedHeap(n, 1);
+  const bottom = new BoundedHeap(n, -1);
+  if (n > 0) {
+    const skip = excluded && excluded.size > 0 ? exclusionMask(excluded, values.length) : null;
+    for (let index = 0; index < values.length; index++) {
+      const value = values[index];
+      if ((value < top.worst && value > -bottom.worst) || value !== value) continue;
+      if (skip !== null && skip[index] === 1) continue;
+      top.offer(0, index, value);
+      bottom.offer(0, index, value);
+    }
+  }
+  const desc = (a: Picked, b: Picked) => b.value - a.value || a.index - b.index;
+  return {
+    largest: top
+      .items()
+      .sort(desc)
+      .map((p) => p.index),
+    smallest: bottom
+      .items()
+      .sort(desc)
+      .map((p) => p.index)
+      .reverse(),
+  };
+}
+
+/** One heap over one array; excluded indices are skipped through a cached bitmap rather than Set lookups. */
+function pickOne(
+  values: Float32Array,
+  n: number,
   excluded: ReadonlySet<number> | undefined,
-  fill: number,
-): Float32Array {
-  if (!excluded || excluded.size === 0) return values;
-  const copy = Float32Array.from(values);
-  for (const i of excluded) if (i < copy.length) copy[i] = fill;
-  return copy;
+  sign: 1 | -1,
+): Picked[] {
+  const heap = new BoundedHeap(n, sign);
+  if (n > 0) {
+    const skip = excluded && excluded.size > 0 ? exclusionMask(excluded, values.length) : null;
+    for (let index = 0; index < values.length; index++) {
+      const key = sign * values[index];
+      if (key < heap.worst || key !== key) continue;
+      if (skip !== null && skip[index] === 1) continue;
+      heap.offer(0, index, values[index]);
+    }
+  }
+  const desc = (a: Picked, b: Picked) => b.value - a.value || a.index - b.index;
+  return heap.items().sort(desc);
+}
+
+const masks = new WeakMap<ReadonlySet<number>, Uint8Array>();
+function exclusionMask(excluded: ReadonlySet<number>, length: number): Uint8Array {
+  let mask = masks.get(excluded);
+  if (!mask || mask.length < length) {
+    mask = new Uint8Array(length);
+    for (const i of excluded) if (i >= 0 && i < length) mask[i] = 1;
+    masks.set(excluded, mask);
+  }
+  return mask;
 }

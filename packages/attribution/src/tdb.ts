@@ -24,7 +24,7 @@ import {
   type TraceSpec,
 } from "./inference.js";
 import { LEAST_COMMON_GPT2_TOKEN_IDS } from "./least-common-tokens.js";
-import { largest, smallest, topAndBottom } from "./select.js";
+import { largest, largestAndSmallest, topAndBottom } from "./select.js";
 import type {
   BatchedResponse,
   BatchedTdbRequest,
@@ -728,8 +728,7 @@ export function topTokens(
   excluded: ReadonlySet<number>,
   count = 10,
 ): TopTokens {
-  const top = largest(scores, count, excluded);
-  const bottom = smallest(scores, count, excluded);
+  const { largest: top, smallest: bottom } = largestAndSmallest(scores, count, excluded);
   const scale = Math.max(Math.abs(scores[top[0]] ?? 0), Math.abs(scores[bottom[0]] ?? 0));
   const entry = (id: number) => ({
     token: ctx.tokenizer.tokenString(id),
@@ -756,14 +755,14 @@ export function outputTokenScores(
     for (let j = 0; j < d; j++) directions[i * d + j] = w[j] * gain[j];
   });
   const scores = scoreAgainstVocabulary(directions, nodes.length, ctx.model.weights.unembedding, d, V);
+  // Centred in place: one [N, V] buffer rather than a fresh [V] array per node (the GC showed in profiles).
   return nodes.map((_, i) => {
     const row = scores.subarray(i * V, (i + 1) * V);
     let mean = 0;
     for (let v = 0; v < V; v++) mean += row[v];
     mean /= V;
-    const centered = new Float32Array(V);
-    for (let v = 0; v < V; v++) centered[v] = row[v] - mean;
-    return centered;
+    for (let v = 0; v < V; v++) row[v] -= mean;
+    return row;
   });
 }
 

@@ -1,0 +1,82 @@
+import { describe, expect, it } from "vitest";
+import { largest, largestAndSmallest, type Picked, smallest, topAndBottom } from "../src/select.js";
+
+// Small integer values make ties common; the reference is a full sort with TDB's tie rule (earlier position wins).
+function randomArrays(seed: number, count: number, length: () => number): Float32Array[] {
+  let s = seed;
+  const next = () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return s / 2147483648;
+  };
+  return Array.from({ length: count }, () =>
+    Float32Array.from({ length: length() }, () => Math.floor(next() * 21) - 10 + (next() < 0.3 ? 0.5 : 0)),
+  );
+}
+
+function reference(arrays: readonly Float32Array[], k: number): { top: Picked[]; bottom: Picked[] } {
+  const all: Picked[] = [];
+  arrays.forEach((values, source) => {
+    values.forEach((value, index) => {
+      if (!Number.isNaN(value)) all.push({ source, index, value });
+    });
+  });
+  const position = (a: Picked, b: Picked) => a.source - b.source || a.index - b.index;
+  const desc = (a: Picked, b: Picked) => b.value - a.value || position(a, b);
+  const top = [...all].sort(desc).slice(0, k);
+  const bottom = [...all]
+    .sort((a, b) => a.value - b.value || position(a, b))
+    .slice(0, k)
+    .sort(desc);
+  return { top, bottom };
+}
+
+describe("topAndBottom", () => {
+  it("equals a full sort, ties going to the earlier position, for every k", () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const arrays = randomArrays(seed, 1 + (seed % 4), () => (seed * 7) % 40);
+      for (const k of [0, 1, 2, 5, 17, 200]) expect(topAndBottom(arrays, k)).toEqual(reference(arrays, k));
+    }
+  });
+
+  it("never picks NaN and keeps infinities in order", () => {
+    const values = Float32Array.from([
+      Number.NaN,
+      3,
+      Number.POSITIVE_INFINITY,
+      -1,
+      Number.NaN,
+      Number.NEGATIVE_INFINITY,
+    ]);
+    const { top, bottom } = topAndBottom([values], 3);
+    expect(top.map((p) => p.index)).toEqual([2, 1, 3]);
+    expect(bottom.map((p) => p.index)).toEqual([1, 3, 5]);
+    expect(topAndBottom([values], 10).top).toHaveLength(4);
+  });
+});
+
+describe("largest / smallest", () => {
+  it("equal a full sort without the excluded indices", () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const [values] = randomArrays(seed, 1, () => 500);
+      const excluded = new Set(Array.from({ length: 60 }, (_, i) => (i * 37 + seed) % 500));
+      const kept = [...values.keys()].filter((i) => !excluded.has(i));
+      for (const n of [1, 10, 100]) {
+        const wantTop = [...kept].sort((a, b) => values[b] - values[a] || a - b).slice(0, n);
+        // smallest: ascending values; among equal values the later index comes first (TDB's reversed block).
+        const wantBottom = [...kept]
+          .sort((a, b) => values[a] - values[b] || a - b)
+          .slice(0, n)
+          .sort((a, b) => values[a] - values[b] || b - a);
+        expect(largest(values, n, excluded)).toEqual(wantTop);
+        expect(smallest(values, n, excluded)).toEqual(wantBottom);
+        expect(largestAndSmallest(values, n, excluded)).toEqual({ largest: wantTop, smallest: wantBottom });
+      }
+    }
+  });
+
+  it("returns fewer entries than asked when too few are left", () => {
+    const values = Float32Array.from([5, 4, 3]);
+    expect(largest(values, 10, new Set([1]))).toEqual([0, 2]);
+    expect(smallest(values, 10)).toEqual([2, 1, 0]);
+  });
+});
