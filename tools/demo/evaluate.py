@@ -185,13 +185,21 @@ def main() -> None:
     log_path = args.model / "train_log.json"
     if log_path.exists():
         log = json.loads(log_path.read_text())
-        final = log["evals"][-1] if log.get("evals") else {}
-        lines += [
-            f"Training (`train_log.json`): {log['steps']:,} steps, {log['tokens_seen']:,} tokens, "
-            f"{log['train_seconds']} s on {log.get('device', log['args']['device'])}; final training-time check: "
-            f"held-out IOI {final.get('ioi_heldout_acc', float('nan')):.1%} of 200 prompts, held-out SOTU loss "
-            f"{final.get('sotu_heldout_loss', float('nan'))} on its first 64 windows.",
-        ]
+        stages = []
+        while log is not None:
+            stages.insert(0, log)
+            log = log.get("previous_stage")
+        for number, stage in enumerate(stages, 1):
+            final = stage["evals"][-1] if stage.get("evals") else {}
+            kind = "fine-tuning from the previous stage" if stage["args"].get("init_from", "None") != "None" else "from scratch"
+            lines += [
+                f"Training stage {number} (`train_log.json`, {kind}): {stage['steps']:,} steps, "
+                f"{stage['tokens_seen']:,} tokens, {stage['train_seconds']} s on "
+                f"{stage.get('device', stage['args']['device'])}, text `{stage['args']['tokens']}`; final "
+                f"training-time check: held-out IOI {final.get('ioi_heldout_acc', float('nan')):.1%} of 200 prompts, "
+                f"held-out SOTU loss {final.get('sotu_heldout_loss', float('nan'))} on its first 64 windows.",
+                "",
+            ]
     lines += [
         "",
         "## Indirect-object identification (IOI)",

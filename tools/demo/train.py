@@ -193,6 +193,9 @@ def main() -> None:
         return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     log = {"args": {k: str(v) for k, v in vars(args).items()}, "parameters": n_params, "evals": []}
+    if args.init_from is not None and (args.init_from / "train_log.json").exists():
+        # The earlier stage's record travels with the weights (evaluate.py reports both stages).
+        log["previous_stage"] = json.loads((args.init_from / "train_log.json").read_text())
     model.train()
     start = time.time()
     step = 0
