@@ -1,11 +1,14 @@
 // Measurements of the demo bundle for assets/demo/EVAL-bundle.md (needs `npm run build`):
 //   node tools/demo/eval_bundle.mjs [--skip-saes] > /tmp/eval-bundle.json
+// SAE_ROOT=DIR measures the autoencoder folders DIR/{mlp_post_act,resid_delta_attn} (either may be missing) instead
+// of the shipped ones, e.g. candidates before they are converted to F16.
 // 1. Each shipped autoencoder on held-out activations (assets/demo/corpus/heldout.jsonl, windows of 64 tokens,
 //    first token of each window skipped as in training): FVE, mean L0, share of latents that never fire.
 // 2. The IOI example through handleBatchedTdb (what /batched_tdb runs): logit difference with each attention
 //    head zero-ablated at the last token, and where that head sits in TDB's node table.
 import { handleBatchedTdb } from "@tdb/attribution";
 import { readCorpus, tokenizeCorpus } from "@tdb/datasets";
+import { existsSync } from "node:fs";
 import { ActivationSource } from "@tdb/model";
 import { loadAutoencoderFamily, loadModel } from "@tdb/model/node";
 
@@ -16,8 +19,10 @@ const result = { saes: [], ioi: null };
 
 if (!process.argv.includes("--skip-saes")) {
   const corpus = tokenizeCorpus(readCorpus(`${demo}/corpus/heldout.jsonl`), tokenizer);
+  const saeRoot = process.env.SAE_ROOT ?? `${demo}/autoencoders`;
   for (const site of ["mlp_post_act", "resid_delta_attn"]) {
-    const family = await loadAutoencoderFamily(`${demo}/autoencoders/${site}`);
+    if (!existsSync(`${saeRoot}/${site}`)) continue;
+    const family = await loadAutoencoderFamily(`${saeRoot}/${site}`);
     const layers = [...family.byLayer.keys()].sort((a, b) => a - b);
     const source = new ActivationSource({ model, site, layers, tokens: corpus.tokens, seqLen: 64, seed: 0 });
     const starts = [];
