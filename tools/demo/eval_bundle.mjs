@@ -6,9 +6,10 @@
 //    first token of each window skipped as in training): FVE, mean L0, share of latents that never fire.
 // 2. The IOI example through handleBatchedTdb (what /batched_tdb runs): logit difference with each attention
 //    head zero-ablated at the last token, and where that head sits in TDB's node table.
+
+import { existsSync } from "node:fs";
 import { handleBatchedTdb } from "@tdb/attribution";
 import { readCorpus, tokenizeCorpus } from "@tdb/datasets";
-import { existsSync } from "node:fs";
 import { ActivationSource } from "@tdb/model";
 import { loadAutoencoderFamily, loadModel } from "@tdb/model/node";
 

@@ -25,7 +25,7 @@ export function topAndBottom(
         const value = values[index];
         // Most values lose to both heaps' current k-th entries: one comparison each, no call.
         if (value < top.worst && value > -bottom.worst) continue;
-        if (value !== value) continue; // NaN
+        if (Number.isNaN(value)) continue;
         top.offer(source, index, value);
         bottom.offer(source, index, value);
       }
@@ -155,7 +155,7 @@ export function largestAndSmallest(
     const skip = excluded && excluded.size > 0 ? exclusionMask(excluded, values.length) : null;
     for (let index = 0; index < values.length; index++) {
       const value = values[index];
-      if ((value < top.worst && value > -bottom.worst) || value !== value) continue;
+      if ((value < top.worst && value > -bottom.worst) || Number.isNaN(value)) continue;
       if (skip !== null && skip[index] === 1) continue;
       top.offer(0, index, value);
       bottom.offer(0, index, value);
@@ -187,7 +187,7 @@ function pickOne(
     const skip = excluded && excluded.size > 0 ? exclusionMask(excluded, values.length) : null;
     for (let index = 0; index < values.length; index++) {
       const key = sign * values[index];
-      if (key < heap.worst || key !== key) continue;
+      if (key < heap.worst || Number.isNaN(key)) continue;
       if (skip !== null && skip[index] === 1) continue;
       heap.offer(0, index, values[index]);
     }
