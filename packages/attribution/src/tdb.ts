@@ -55,8 +55,15 @@ export const now = (): number =>
   (globalThis as { performance?: { now(): number } }).performance?.now() ?? Date.now();
 
 /** The exclusion TDB applies to GPT-2's vocabulary; other vocabularies get none. */
+const excludedByTokenizer = new WeakMap<Gpt2Tokenizer, ReadonlySet<number>>();
+/** One set per tokenizer: scored-token caches are keyed by the set's identity. */
 export function defaultExcludedTokenIds(tokenizer: Gpt2Tokenizer): ReadonlySet<number> {
-  return tokenizer.vocabSize === 50257 ? new Set(LEAST_COMMON_GPT2_TOKEN_IDS) : new Set();
+  let set = excludedByTokenizer.get(tokenizer);
+  if (!set) {
+    set = tokenizer.vocabSize === 50257 ? new Set(LEAST_COMMON_GPT2_TOKEN_IDS) : new Set();
+    excludedByTokenizer.set(tokenizer, set);
+  }
+  return set;
 }
 
 const WIRE_NODE_TYPE: Record<NodeKind, MirroredNodeIndexOut["nodeType"]> = {
@@ -729,13 +736,149 @@ export function topTokens(
   count = 10,
 ): TopTokens {
   const { largest: top, smallest: bottom } = largestAndSmallest(scores, count, excluded);
-  const scale = Math.max(Math.abs(scores[top[0]] ?? 0), Math.abs(scores[bottom[0]] ?? 0));
+  return tokenLists(ctx, top, bottom, (id) => scores[id]);
+}
+
+function tokenLists(
+  ctx: TdbContext,
+  top: readonly number[],
+  bottom: readonly number[],
+  score: (id: number) => number,
+): TopTokens {
+  const scale = Math.max(
+    Math.abs(top.length > 0 ? score(top[0]) : 0),
+    Math.abs(bottom.length > 0 ? score(bottom[0]) : 0),
+  );
   const entry = (id: number) => ({
     token: ctx.tokenizer.tokenString(id),
-    scalar: scores[id],
-    normalizedScalar: scale === 0 ? 0 : scores[id] / scale,
+    scalar: score(id),
+    normalizedScalar: scale === 0 ? 0 : score(id) / scale,
   });
   return { top: top.map(entry), bottom: bottom.map(entry) };
+}
+
+/**
+ * Scored tokens of a node whose direction is a fixed weight row times a per-request factor (an MLP neuron's or a
+ * latent's write is its activation times a weight row; an MLP neuron's input read is a weight row over its LN
+ * scale). The row's own top and bottom tokens are computed once and reused across requests: the node's lists are
+ * the row's, scaled, and swapped when the factor is negative. TDB's viewer sends the same nodes again after every
+ * ablation or trace, so repeated requests skip most of the [N×d]·[d×V] products.
+ */
+interface UnitDirection {
+  /** The weight matrix the direction comes from (its identity keys the cache: it belongs to one model). */
+  rows: Float32Array;
+  row: number;
+  factor: number;
+}
+
+interface UnitTokenLists {
+  top: number[];
+  bottom: number[];
+  scores: Map<number, number>;
+}
+
+let unitListCache = new WeakMap<Float32Array, Map<string, UnitTokenLists>>();
+const excludedSetIds = new WeakMap<ReadonlySet<number>, number>();
+
+/** Forgets every cached row list (benchmarks use it to time cold requests). */
+export function clearScoredTokenCache(): void {
+  unitListCache = new WeakMap();
+}
+
+function unitCacheKey(
+  kind: string,
+  unit: UnitDirection,
+  count: number,
+  excluded: ReadonlySet<number>,
+): string {
+  let id = excludedSetIds.get(excluded);
+  if (id === undefined) {
+    id = excludedSetIds.get(excluded) ?? nextExcludedSetId++;
+    excludedSetIds.set(excluded, id);
+  }
+  return `${kind}/${unit.row}/${count}/${id}`;
+}
+let nextExcludedSetId = 0;
+
+/**
+ * Top tokens for each (node, unit direction) pair: cached row lists where present; the rest scored in chunks of
+ * 64 rows against `matrix` after `prepare` turns a weight row into the scoring direction (e.g. ⊙ γ), then cached.
+ */
+function scoredTokensOfUnits(
+  ctx: TdbModelContext & TdbContext,
+  kind: string,
+  units: readonly UnitDirection[],
+  matrix: Float32Array,
+  prepare: (unit: UnitDirection, out: Float32Array) => void,
+  center: boolean,
+  excluded: ReadonlySet<number>,
+  count: number,
+): TopTokens[] {
+  const { nEmbd: d, vocabSize: V } = ctx.model.config;
+  const lists: (UnitTokenLists | undefined)[] = units.map((unit) =>
+    unitListCache.get(unit.rows)?.get(unitCacheKey(kind, unit, count, excluded)),
+  );
+  const missing = units.map((_, i) => i).filter((i) => lists[i] === undefined);
+  for (let start = 0; start < missing.length; start += 64) {
+    const chunk = missing.slice(start, start + 64);
+    const directions = new Float32Array(chunk.length * d);
+    chunk.forEach((i, r) => {
+      prepare(units[i], directions.subarray(r * d, (r + 1) * d));
+    });
+    const scores = scoreAgainstVocabulary(directions, chunk.length, matrix, d, V);
+    chunk.forEach((i, r) => {
+      const row = scores.subarray(r * V, (r + 1) * V);
+      if (center) {
+        let mean = 0;
+        for (let v = 0; v < V; v++) mean += row[v];
+        mean /= V;
+        for (let v = 0; v < V; v++) row[v] -= mean;
+      }
+      const picked = largestAndSmallest(row, count, excluded);
+      const entry: UnitTokenLists = { top: picked.largest, bottom: picked.smallest, scores: new Map() };
+      for (const id of [...picked.largest, ...picked.smallest]) entry.scores.set(id, row[id]);
+      const unit = units[i];
+      let byKey = unitListCache.get(unit.rows);
+      if (!byKey) {
+        byKey = new Map();
+        unitListCache.set(unit.rows, byKey);
+      }
+      byKey.set(unitCacheKey(kind, unit, count, excluded), entry);
+      lists[i] = entry;
+    });
+  }
+  return units.map((unit, i) => {
+    const entry = lists[i]!;
+    const c = unit.factor;
+    // factor < 0 reverses the order: the row's lowest scores are the node's highest.
+    const [top, bottom] = c < 0 ? [entry.bottom, entry.top] : [entry.top, entry.bottom];
+    return tokenLists(ctx, top, bottom, (id) => c * entry.scores.get(id)!);
+  });
+}
+
+/** The node's write as factor × a fixed weight row, or null when it is not of that form (heads, embeddings). */
+function unitWrite(ctx: TdbModelContext, run: InferenceResult, node: NodeRef): UnitDirection | null {
+  const { model } = ctx;
+  const t = node.tensorIndices[0];
+  switch (node.kind) {
+    case "mlp_neuron": {
+      const F = model.config.nInner;
+      const n = node.tensorIndices[1];
+      const a = run.forward.activations.get(hookKey("mlp.post_act", node.layer))![t * F + n];
+      return { rows: model.weights.layers[node.layer!].projWeight, row: n, factor: a };
+    }
+    case "mlp_latent":
+    case "attention_latent": {
+      const family = (node.kind === "mlp_latent" ? ctx.mlpAutoencoder : ctx.attentionAutoencoder)!;
+      const records = node.kind === "mlp_latent" ? run.mlpLatents : run.attentionLatents;
+      const ae = family.byLayer.get(node.layer!)!;
+      const l = node.tensorIndices[1];
+      const z = records.get(node.layer!)!.values[t * ae.nLatents + l];
+      return { rows: latentWriteRows(model, family, node.layer!), row: l, factor: z };
+    }
+    default:
+      return null;
+  }
 }
 
 /**
@@ -773,12 +916,46 @@ export function upvotedOutputTokens(
   excluded: ReadonlySet<number>,
   count = 10,
 ): (TopTokens | null)[] {
-  // In chunks: each node's scores span the whole vocabulary.
-  const out: (TopTokens | null)[] = [];
-  for (let start = 0; start < nodes.length; start += 64) {
-    for (const scores of outputTokenScores(ctx, run, nodes.slice(start, start + 64))) {
-      out.push(topTokens(ctx, scores, excluded, count));
-    }
+  const out: (TopTokens | null)[] = nodes.map(() => null);
+  const gain = ctx.model.weights.lnFGain;
+  const unitNodes: number[] = [];
+  const units: UnitDirection[] = [];
+  const direct: number[] = [];
+  nodes.forEach((node, i) => {
+    const unit = unitWrite(ctx, run, node);
+    if (unit) {
+      unitNodes.push(i);
+      units.push(unit);
+    } else direct.push(i);
+  });
+  const d = ctx.model.config.nEmbd;
+  const prepare = ({ rows, row }: UnitDirection, dst: Float32Array) => {
+    for (let j = 0; j < d; j++) dst[j] = rows[row * d + j] * gain[j];
+  };
+  const fromUnits = scoredTokensOfUnits(
+    ctx,
+    "output",
+    units,
+    ctx.model.weights.unembedding,
+    prepare,
+    true,
+    excluded,
+    count,
+  );
+  unitNodes.forEach((i, k) => {
+    out[i] = fromUnits[k];
+  });
+  // Heads (and anything else whose write depends on the request): scored directly, in chunks of 64.
+  for (let start = 0; start < direct.length; start += 64) {
+    const chunk = direct.slice(start, start + 64);
+    const scores = outputTokenScores(
+      ctx,
+      run,
+      chunk.map((i) => nodes[i]),
+    );
+    chunk.forEach((i, r) => {
+      out[i] = topTokens(ctx, scores[r], excluded, count);
+    });
   }
   return out;
 }
@@ -803,27 +980,49 @@ export function inputTokensThatUpvoteMlp(
         n.kind === "mlp_neuron" ||
         (n.kind === "mlp_latent" && ctx.mlpAutoencoder?.site !== "resid_delta_mlp"),
     );
-  const reads = new Float32Array(eligible.length * d);
-  eligible.forEach(({ n }, row) => {
+  const out: (TopTokens | null)[] = nodes.map(() => null);
+  // Neurons: the read is (W_fc[:, j] ⊙ γ2 − mean) / σ_t, a weight row over the token's LN scale.
+  const neurons = eligible.filter(({ n }) => n.kind === "mlp_neuron");
+  const neuronLists = scoredTokensOfUnits(
+    ctx,
+    "input",
+    neurons.map(({ n }) => {
+      const scale = run.forward.activations.get(hookKey("mlp_ln.scale", n.layer))![n.tensorIndices[0]];
+      return { rows: model.weights.layers[n.layer!].fcWeight, row: n.tensorIndices[1], factor: 1 / scale };
+    }),
+    model.weights.tokenEmbedding,
+    ({ rows, row }, dst) => {
+      // Column `row` of W_fc [d, F] ⊙ γ2 of the same layer, centred (LayerNorm's mean subtraction).
+      const gain = model.weights.layers.find((lw) => lw.fcWeight === rows)!.ln2Gain;
+      let mean = 0;
+      for (let i = 0; i < d; i++) mean += rows[i * F + row] * gain[i];
+      mean /= d;
+      for (let i = 0; i < d; i++) dst[i] = rows[i * F + row] * gain[i] - mean;
+    },
+    false,
+    excluded,
+    count,
+  );
+  neurons.forEach(({ i }, k) => {
+    out[i] = neuronLists[k];
+  });
+  const latents = eligible.filter(({ n }) => n.kind !== "mlp_neuron");
+  const reads = new Float32Array(latents.length * d);
+  latents.forEach(({ n }, row) => {
     const L = n.layer!;
     const lw = model.weights.layers[L];
     const t = n.tensorIndices[0];
-    // Gradient of the scalar w.r.t. the LN2 output h2[t].
+    // Gradient of the latent's pre-activation w.r.t. the LN2 output h2[t] (depends on the token: not cacheable).
     const dh = new Float32Array(d);
-    if (n.kind === "mlp_neuron") {
-      const j = n.tensorIndices[1];
-      for (let i = 0; i < d; i++) dh[i] = lw.fcWeight[i * F + j];
-    } else {
-      const ae = (ctx.mlpAutoencoder as AutoencoderFamily).byLayer.get(L)!;
-      const pre = run.forward.activations.get(hookKey("mlp.pre_act", L))!.subarray(t * F, (t + 1) * F);
-      const enc = ae.encoderRow(n.tensorIndices[1]);
-      const dPre = new Float32Array(F);
-      for (let f = 0; f < F; f++) dPre[f] = enc[f] * geluNewDerivative(pre[f]);
-      for (let i = 0; i < d; i++) {
-        let acc = 0;
-        for (let f = 0; f < F; f++) acc += lw.fcWeight[i * F + f] * dPre[f];
-        dh[i] = acc;
-      }
+    const ae = (ctx.mlpAutoencoder as AutoencoderFamily).byLayer.get(L)!;
+    const pre = run.forward.activations.get(hookKey("mlp.pre_act", L))!.subarray(t * F, (t + 1) * F);
+    const enc = ae.encoderRow(n.tensorIndices[1]);
+    const dPre = new Float32Array(F);
+    for (let f = 0; f < F; f++) dPre[f] = enc[f] * geluNewDerivative(pre[f]);
+    for (let i = 0; i < d; i++) {
+      let acc = 0;
+      for (let f = 0; f < F; f++) acc += lw.fcWeight[i * F + f] * dPre[f];
+      dh[i] = acc;
     }
     const scale = run.forward.activations.get(hookKey("mlp_ln.scale", L))![t];
     let mean = 0;
@@ -831,9 +1030,8 @@ export function inputTokensThatUpvoteMlp(
     mean /= d;
     for (let i = 0; i < d; i++) reads[row * d + i] = (dh[i] * lw.ln2Gain[i] - mean) / scale;
   });
-  const scores = scoreAgainstVocabulary(reads, eligible.length, model.weights.tokenEmbedding, d, V);
-  const out: (TopTokens | null)[] = nodes.map(() => null);
-  eligible.forEach(({ i }, row) => {
+  const scores = scoreAgainstVocabulary(reads, latents.length, model.weights.tokenEmbedding, d, V);
+  latents.forEach(({ i }, row) => {
     out[i] = topTokens(ctx, scores.subarray(row * V, (row + 1) * V), excluded, count);
   });
   return out;
