@@ -765,7 +765,7 @@ function tokenLists(
  * ablation or trace, so repeated requests skip most of the [N×d]·[d×V] products.
  */
 interface UnitDirection {
-  /** The weight matrix the direction comes from (its identity keys the cache: it belongs to one model). */
+  /** The weight matrix the direction comes from (its identity is part of the cache key: it belongs to one model). */
   rows: Float32Array;
   row: number;
   factor: number;
@@ -777,12 +777,23 @@ interface UnitTokenLists {
   scores: Map<number, number>;
 }
 
-let unitListCache = new WeakMap<Float32Array, Map<string, UnitTokenLists>>();
-const excludedSetIds = new WeakMap<ReadonlySet<number>, number>();
+/** Row lists by key, least recently used first; bounded (an entry is ~1 KB). */
+const unitListCache = new Map<string, UnitTokenLists>();
+const UNIT_LIST_CACHE_ENTRIES = 50_000;
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 0;
+function objectId(o: object): number {
+  let id = objectIds.get(o);
+  if (id === undefined) {
+    id = nextObjectId++;
+    objectIds.set(o, id);
+  }
+  return id;
+}
 
 /** Forgets every cached row list (benchmarks use it to time cold requests). */
 export function clearScoredTokenCache(): void {
-  unitListCache = new WeakMap();
+  unitListCache.clear();
 }
 
 function unitCacheKey(
@@ -791,14 +802,24 @@ function unitCacheKey(
   count: number,
   excluded: ReadonlySet<number>,
 ): string {
-  let id = excludedSetIds.get(excluded);
-  if (id === undefined) {
-    id = excludedSetIds.get(excluded) ?? nextExcludedSetId++;
-    excludedSetIds.set(excluded, id);
-  }
-  return `${kind}/${unit.row}/${count}/${id}`;
+  return `${kind}/${objectId(unit.rows)}/${unit.row}/${count}/${objectId(excluded)}`;
 }
-let nextExcludedSetId = 0;
+
+function cachedUnitLists(key: string): UnitTokenLists | undefined {
+  const entry = unitListCache.get(key);
+  if (entry) {
+    unitListCache.delete(key);
+    unitListCache.set(key, entry);
+  }
+  return entry;
+}
+
+function cacheUnitLists(key: string, entry: UnitTokenLists): void {
+  unitListCache.set(key, entry);
+  if (unitListCache.size > UNIT_LIST_CACHE_ENTRIES) {
+    unitListCache.delete(unitListCache.keys().next().value as string);
+  }
+}
 
 /**
  * Top tokens for each (node, unit direction) pair: cached row lists where present; the rest scored in chunks of
@@ -816,7 +837,7 @@ function scoredTokensOfUnits(
 ): TopTokens[] {
   const { nEmbd: d, vocabSize: V } = ctx.model.config;
   const lists: (UnitTokenLists | undefined)[] = units.map((unit) =>
-    unitListCache.get(unit.rows)?.get(unitCacheKey(kind, unit, count, excluded)),
+    cachedUnitLists(unitCacheKey(kind, unit, count, excluded)),
   );
   const missing = units.map((_, i) => i).filter((i) => lists[i] === undefined);
   for (let start = 0; start < missing.length; start += 64) {
@@ -837,13 +858,7 @@ function scoredTokensOfUnits(
       const picked = largestAndSmallest(row, count, excluded);
       const entry: UnitTokenLists = { top: picked.largest, bottom: picked.smallest, scores: new Map() };
       for (const id of [...picked.largest, ...picked.smallest]) entry.scores.set(id, row[id]);
-      const unit = units[i];
-      let byKey = unitListCache.get(unit.rows);
-      if (!byKey) {
-        byKey = new Map();
-        unitListCache.set(unit.rows, byKey);
-      }
-      byKey.set(unitCacheKey(kind, unit, count, excluded), entry);
+      cacheUnitLists(unitCacheKey(kind, units[i], count, excluded), entry);
       lists[i] = entry;
     });
   }
