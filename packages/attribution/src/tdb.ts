@@ -675,44 +675,29 @@ export function writeVector(ctx: TdbModelContext, run: InferenceResult, node: No
   const acts = run.forward.activations;
   const out = new Float32Array(d);
   const [t] = node.tensorIndices;
-  switch (node.kind) {
-    case "embedding":
-      out.set(acts.get(hookKey("resid.post_emb", null))!.subarray(t * d, (t + 1) * d));
-      return out;
-    case "mlp_neuron": {
-      const F = model.config.nInner;
-      const n = node.tensorIndices[1];
-      const a = acts.get(hookKey("mlp.post_act", node.layer))![t * F + n];
-      const w = model.weights.layers[node.layer!].projWeight;
-      for (let i = 0; i < d; i++) out[i] = a * w[n * d + i];
-      return out;
-    }
-    case "attention_head": {
-      const [, u, h] = node.tensorIndices;
-      const H = model.config.nHead;
-      const Dh = d / H;
-      const p = acts.get(hookKey("attn.qk_probs", node.layer))![(t * T + u) * H + h];
-      const v = acts.get(hookKey("attn.v", node.layer))!;
-      const wO = model.weights.layers[node.layer!].attnOutWeight;
-      for (let i = 0; i < Dh; i++) {
-        const c = p * v[u * d + h * Dh + i];
-        const row = (h * Dh + i) * d;
-        for (let j = 0; j < d; j++) out[j] += c * wO[row + j];
-      }
-      return out;
-    }
-    case "mlp_latent":
-    case "attention_latent": {
-      const family = (node.kind === "mlp_latent" ? ctx.mlpAutoencoder : ctx.attentionAutoencoder)!;
-      const records = node.kind === "mlp_latent" ? run.mlpLatents : run.attentionLatents;
-      const ae = family.byLayer.get(node.layer!)!;
-      const l = node.tensorIndices[1];
-      const z = records.get(node.layer!)!.values[t * ae.nLatents + l];
-      const rows = latentWriteRows(model, family, node.layer!);
-      for (let i = 0; i < d; i++) out[i] = z * rows[l * d + i];
-      return out;
-    }
+  // Neurons and latents: activation × a weight row.
+  const unit = unitWrite(ctx, run, node);
+  if (unit) {
+    for (let i = 0; i < d; i++) out[i] = unit.factor * unit.rows[unit.row * d + i];
+    return out;
   }
+  if (node.kind === "embedding") {
+    out.set(acts.get(hookKey("resid.post_emb", null))!.subarray(t * d, (t + 1) * d));
+    return out;
+  }
+  // An attention head's token pair: P[t,u,h]·v[u,h]·W_O[h].
+  const [, u, h] = node.tensorIndices;
+  const H = model.config.nHead;
+  const Dh = d / H;
+  const p = acts.get(hookKey("attn.qk_probs", node.layer))![(t * T + u) * H + h];
+  const v = acts.get(hookKey("attn.v", node.layer))!;
+  const wO = model.weights.layers[node.layer!].attnOutWeight;
+  for (let i = 0; i < Dh; i++) {
+    const c = p * v[u * d + h * Dh + i];
+    const row = (h * Dh + i) * d;
+    for (let j = 0; j < d; j++) out[j] += c * wO[row + j];
+  }
+  return out;
 }
 
 /** Scores of every vocabulary entry for each row of `directions` ([N, d]) against `matrix` ([V, d]). */
