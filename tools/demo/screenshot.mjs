@@ -10,12 +10,14 @@
  * a few minutes building assets/demo/datasets/demo.db. Run from the repository root.
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
 
-const CHROMIUM = "/usr/bin/chromium";
+// Debian's Chromium and the flags it needs here, shared with the viewer's e2e test.
+const LAUNCH = JSON.parse(readFileSync(new URL("../chromium-launch.json", import.meta.url), "utf8"));
+const CHROMIUM = LAUNCH.executablePath;
 const SERVER_START_TIMEOUT_MS = 10 * 60_000;
 const PAGE_TIMEOUT_MS = 120_000;
 
@@ -48,17 +50,7 @@ process.on("SIGTERM", () => cleanUp().then(() => process.exit(143)));
 try {
   const url = await startServer();
   console.error(`screenshot: server ready after ${elapsed()}: ${url}`);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await chromium.launch(LAUNCH);
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.setDefaultTimeout(PAGE_TIMEOUT_MS);

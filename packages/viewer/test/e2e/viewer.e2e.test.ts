@@ -21,8 +21,13 @@ import { openDatasetStore } from "@tdb/datasets";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-const CHROMIUM = "/usr/bin/chromium";
 const REPO = fileURLToPath(new URL("../../../../", import.meta.url));
+/** Debian's Chromium and the flags it needs here (shared with tools/demo/screenshot.mjs). */
+const LAUNCH = JSON.parse(readFileSync(join(REPO, "tools/chromium-launch.json"), "utf8")) as {
+  executablePath: string;
+  args: string[];
+};
+const CHROMIUM = LAUNCH.executablePath;
 const VIEWER = join(REPO, "packages/viewer");
 const ARTIFACTS = join(REPO, "test-artifacts/viewer-e2e");
 const TINY = fileURLToPath(new URL("../../../../../shared/fixtures/tiny-gpt2", import.meta.url));
@@ -211,17 +216,7 @@ describe.skipIf(!haveChromium)("viewer in Chromium against tdb serve", () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     ensureViewerBuilt();
     server = await startServer();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await chromium.launch(LAUNCH);
     context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
     page = await context.newPage();
