@@ -59,33 +59,34 @@ class BoundedHeap {
 
   offer(source: number, index: number, value: number): void {
     const key = this.sign * value;
+    let i: number;
     if (this.size < this.k) {
-      let i = this.size++;
-      // Sift up: the new entry rises above parents that are better than it.
+      // Sift up: the new entry rises while its parent is better than it (the root holds the worst).
+      i = this.size++;
       while (i > 0) {
         const p = (i - 1) >> 1;
-        if (!this.worseThan(key, source, index, p)) break;
+        if (this.worseAt(p, key, source, index)) break;
         this.move(p, i);
         i = p;
       }
-      this.put(i, key, source, index);
-      if (this.size === this.k) this.worst = this.keys[0];
-      return;
+    } else {
+      // Full: the candidate must beat the root (equal keys: only an earlier position), then sifts down.
+      if (!this.worseAt(0, key, source, index)) return;
+      i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= this.size) break;
+        const r = l + 1;
+        const m = r < this.size && this.worseAt(r, this.keys[l], this.sources[l], this.indices[l]) ? r : l;
+        if (!this.worseAt(m, key, source, index)) break;
+        this.move(m, i);
+        i = m;
+      }
     }
-    // Full: the candidate must beat the root (equal keys: only an earlier position).
-    if (!this.worseAt(0, key, source, index)) return;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= this.size) break;
-      const r = l + 1;
-      const m = r < this.size && this.worseIdx(r, l) ? r : l;
-      if (!this.worseIdx(m, -1, key, source, index)) break;
-      this.move(m, i);
-      i = m;
-    }
-    this.put(i, key, source, index);
-    this.worst = this.keys[0];
+    this.keys[i] = key;
+    this.sources[i] = source;
+    this.indices[i] = index;
+    if (this.size === this.k) this.worst = this.keys[0];
   }
 
   items(): Picked[] {
@@ -96,15 +97,7 @@ class BoundedHeap {
     return out;
   }
 
-  /** Is (key, source, index) worse than the entry at slot j? */
-  private worseThan(key: number, source: number, index: number, j: number): boolean {
-    const kj = this.keys[j];
-    if (key !== kj) return key < kj;
-    const sj = this.sources[j];
-    return source !== sj ? source > sj : index > this.indices[j];
-  }
-
-  /** Is the entry at slot j worse than (key, source, index)? */
+  /** Is the entry at slot j worse than (key, source, index)? Lower key, or equal key and later position. */
   private worseAt(j: number, key: number, source: number, index: number): boolean {
     const kj = this.keys[j];
     if (kj !== key) return kj < key;
@@ -112,22 +105,10 @@ class BoundedHeap {
     return sj !== source ? sj > source : this.indices[j] > index;
   }
 
-  /** Is slot a worse than slot b (b = −1: the given entry)? */
-  private worseIdx(a: number, b: number, key = 0, source = 0, index = 0): boolean {
-    if (b >= 0) return this.worseAt(a, this.keys[b], this.sources[b], this.indices[b]);
-    return this.worseAt(a, key, source, index);
-  }
-
   private move(from: number, to: number): void {
     this.keys[to] = this.keys[from];
     this.sources[to] = this.sources[from];
     this.indices[to] = this.indices[from];
-  }
-
-  private put(i: number, key: number, source: number, index: number): void {
-    this.keys[i] = key;
-    this.sources[i] = source;
-    this.indices[i] = index;
   }
 }
 

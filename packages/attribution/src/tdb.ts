@@ -54,9 +54,11 @@ export const PROMPT_LENGTH_LIMIT = 500;
 export const now = (): number =>
   (globalThis as { performance?: { now(): number } }).performance?.now() ?? Date.now();
 
-/** The exclusion TDB applies to GPT-2's vocabulary; other vocabularies get none. */
 const excludedByTokenizer = new WeakMap<Gpt2Tokenizer, ReadonlySet<number>>();
-/** One set per tokenizer: scored-token caches are keyed by the set's identity. */
+/**
+ * The exclusion TDB applies to GPT-2's vocabulary; other vocabularies get none. One set per tokenizer: the
+ * scored-token cache is keyed by the set's identity.
+ */
 export function defaultExcludedTokenIds(tokenizer: Gpt2Tokenizer): ReadonlySet<number> {
   let set = excludedByTokenizer.get(tokenizer);
   if (!set) {
@@ -752,6 +754,7 @@ function tokenLists(
 interface UnitDirection {
   /** The weight matrix the direction comes from (its identity is part of the cache key: it belongs to one model). */
   rows: Float32Array;
+  layer: number;
   row: number;
   factor: number;
 }
@@ -865,7 +868,7 @@ function unitWrite(ctx: TdbModelContext, run: InferenceResult, node: NodeRef): U
       const F = model.config.nInner;
       const n = node.tensorIndices[1];
       const a = run.forward.activations.get(hookKey("mlp.post_act", node.layer))![t * F + n];
-      return { rows: model.weights.layers[node.layer!].projWeight, row: n, factor: a };
+      return { rows: model.weights.layers[node.layer!].projWeight, layer: node.layer!, row: n, factor: a };
     }
     case "mlp_latent":
     case "attention_latent": {
@@ -874,7 +877,7 @@ function unitWrite(ctx: TdbModelContext, run: InferenceResult, node: NodeRef): U
       const ae = family.byLayer.get(node.layer!)!;
       const l = node.tensorIndices[1];
       const z = records.get(node.layer!)!.values[t * ae.nLatents + l];
-      return { rows: latentWriteRows(model, family, node.layer!), row: l, factor: z };
+      return { rows: latentWriteRows(model, family, node.layer!), layer: node.layer!, row: l, factor: z };
     }
     default:
       return null;
@@ -988,12 +991,13 @@ export function inputTokensThatUpvoteMlp(
     "input",
     neurons.map(({ n }) => {
       const scale = run.forward.activations.get(hookKey("mlp_ln.scale", n.layer))![n.tensorIndices[0]];
-      return { rows: model.weights.layers[n.layer!].fcWeight, row: n.tensorIndices[1], factor: 1 / scale };
+      const L = n.layer!;
+      return { rows: model.weights.layers[L].fcWeight, layer: L, row: n.tensorIndices[1], factor: 1 / scale };
     }),
     model.weights.tokenEmbedding,
-    ({ rows, row }, dst) => {
-      // Column `row` of W_fc [d, F] ⊙ γ2 of the same layer, centred (LayerNorm's mean subtraction).
-      const gain = model.weights.layers.find((lw) => lw.fcWeight === rows)!.ln2Gain;
+    ({ rows, layer, row }, dst) => {
+      // Column `row` of W_fc [d, F] ⊙ γ2, centred (LayerNorm's mean subtraction).
+      const gain = model.weights.layers[layer].ln2Gain;
       let mean = 0;
       for (let i = 0; i < d; i++) mean += rows[i * F + row] * gain[i];
       mean /= d;
