@@ -44,6 +44,8 @@ export interface DemoDatasetsInputs {
 
 export interface DemoDatasetsPlan {
   out: string;
+  /** Where the build happens (resumable), renamed to `out` once explained. */
+  partial: string;
   collateArgs: string[];
   explainArgs: string[];
   inputs: DemoDatasetsInputs;
@@ -127,7 +129,7 @@ export function demoDatasetsPlan(demoDir: string): DemoDatasetsPlan | null {
         ? "demo.db has no record of the demo bundle it was built from"
         : "the demo bundle changed since demo.db was built";
   }
-  return { out, collateArgs, explainArgs: ["--datasets", partial, "--offline"], inputs, reason };
+  return { out, partial, collateArgs, explainArgs: ["--datasets", partial, "--offline"], inputs, reason };
 }
 
 /**
@@ -135,7 +137,7 @@ export function demoDatasetsPlan(demoDir: string): DemoDatasetsPlan | null {
  * deletes one from other or unknown inputs, with SQLite's files beside it. Returns whether one is left.
  */
 export function discardStalePartial(plan: DemoDatasetsPlan): boolean {
-  const partial = `${plan.out}.partial`;
+  const { partial } = plan;
   if (!existsSync(partial)) return false;
   if (recordedFingerprint(partial) === plan.inputs.fingerprint) return true;
   for (const file of [
@@ -158,7 +160,7 @@ export async function buildDemoDatasets(
   if (!plan) return null;
   const started = Date.now();
   mkdirSync(join(demoDir, "datasets"), { recursive: true });
-  const partial = `${plan.out}.partial`;
+  const { partial } = plan;
   const resuming = discardStalePartial(plan);
   log(
     `tdb serve: ${plan.reason}: ${resuming ? "resuming" : "building"} the demo's neuron datasets and ` +
