@@ -291,7 +291,7 @@ def split_sotu(stdlib: Path, out: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stdlib", type=Path, default=Path("/tmp/demo-data/node_modules/@stdlib"))
+    ap.add_argument("--stdlib", type=Path, default=HERE / "data/npm/node_modules/@stdlib")
     ap.add_argument("--out", type=Path, default=HERE / "data")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--names-seed", type=int, default=1234, help="seed of the IOI/held-out/rare name split")
