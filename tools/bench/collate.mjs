@@ -1,12 +1,16 @@
 // Collation benchmark on the built packages: a random GPT-2-small-shaped model over sequences of 64 tokens with
 // the default settings (top 20, random 20), writing a real SQLite file. benchCollate() resolves to
 // [{bench: "collate-gpt2-small-shaped", tokens_per_s, …}]: tokens_per_s covers 8 sequences after 2 warm-up
-// sequences (forward, write norms, top-k/random/statistics bookkeeping); the last commit is timed apart.
+// sequences (forward, write norms, top-k/random/statistics bookkeeping); the last commit is timed apart. It runs on
+// the GEMM the CLI picks on one thread (native where built, else WebAssembly), and again on the WebAssembly
+// kernel (collate-gpt2-small-shaped-wasm) where the pick is native.
 import { readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { collate, readCorpus, tokenizeCorpus } from "../../packages/datasets/dist/index.js";
 import { GPT2_SMALL_ARCHITECTURE, Gpt2Tokenizer, randomGpt2 } from "../../packages/model/dist/index.js";
+import { setDefaultGemm } from "../../packages/tensor/dist/index.js";
+import { fastestGemm } from "../../packages/tensor/dist/node/index.js";
 
 const TINY = new URL("../../../shared/fixtures/tiny-gpt2/", import.meta.url);
 const SEQ_LEN = 64;
@@ -14,6 +18,24 @@ const WARMUP = 2;
 const MEASURED = 8;
 
 export async function benchCollate() {
+  const single = fastestGemm(1);
+  const results = [await collateOnce(single, "")];
+  if (single.engine !== "wasm")
+    results.push(await collateOnce(fastestGemm(1, { TDB_GEMM: "wasm" }), "-wasm"));
+  return results;
+}
+
+async function collateOnce(chosen, suffix) {
+  setDefaultGemm(chosen.gemm);
+  try {
+    return await collateWith(chosen.engine, suffix);
+  } finally {
+    setDefaultGemm(null);
+    chosen.close();
+  }
+}
+
+async function collateWith(engine, suffix) {
   const model = randomGpt2(GPT2_SMALL_ARCHITECTURE, 1, 0.05);
   const tokenizer = Gpt2Tokenizer.fromVocabAndMerges(
     readFileSync(new URL("vocab.json", TINY), "utf8"),
@@ -46,14 +68,13 @@ export async function benchCollate() {
     rmSync(out, { force: true });
   }
   const seconds = (marks[WARMUP + MEASURED - 1] - marks[WARMUP - 1]) / 1000;
-  return [
-    {
-      bench: "collate-gpt2-small-shaped",
-      tokens_per_s: Number(((MEASURED * SEQ_LEN) / seconds).toFixed(1)),
-      sequences: MEASURED,
-      seq_len: SEQ_LEN,
-      final_commit_s: Number(((marks[count - 1] - marks[count - 2]) / 1000).toFixed(2)),
-      total_s: Number(((performance.now() - t0) / 1000).toFixed(2)),
-    },
-  ];
+  return {
+    bench: `collate-gpt2-small-shaped${suffix}`,
+    engine,
+    tokens_per_s: Number(((MEASURED * SEQ_LEN) / seconds).toFixed(1)),
+    sequences: MEASURED,
+    seq_len: SEQ_LEN,
+    final_commit_s: Number(((marks[count - 1] - marks[count - 2]) / 1000).toFixed(2)),
+    total_s: Number(((performance.now() - t0) / 1000).toFixed(2)),
+  };
 }

@@ -1,9 +1,11 @@
-// GEMM micro-benchmarks on the built package (run `npx tsc -b packages/tensor` first).
-// benchGemm() resolves to one {bench, gflops, median_ms} per shape; B lives in WASM memory (allocateF32), as model
-// weights do, while A and C are plain Float32Arrays, as activations are. gemm-2t-* lines use the two-thread GEMM
-// (calling thread + 1 worker); on a shared 2-core host they swing with the other jobs' load.
+// GEMM micro-benchmarks on the built package (run `npm run build` first).
+// benchGemm() resolves to one {bench, engine, gflops, median_ms} per shape; B lives in WASM memory (allocateF32), as
+// model weights do, while A and C are plain Float32Arrays, as activations are. gemm-* lines use the GEMM the CLI
+// picks on one thread (the native kernel where built, else WebAssembly; TDB_GEMM=wasm|native overrides);
+// gemm-wasm-* lines the WebAssembly kernel whatever the pick; gemm-2t-* lines the pick over two threads (calling
+// thread + 1 helper), which on a shared 2-core host swing with the other jobs' load.
 import { allocateF32, referenceGemm, wasmGemm } from "../../packages/tensor/dist/index.js";
-import { threadedGemm } from "../../packages/tensor/dist/node/index.js";
+import { fastestGemm } from "../../packages/tensor/dist/node/index.js";
 
 function randomFill(array, seed) {
   let state = seed >>> 0 || 1;
@@ -32,35 +34,40 @@ function measure(bench, flops, run, { warmup = 2, minReps = 7, minMs = 400 } = {
 
 export async function benchGemm() {
   const results = [];
-  const shape = (gemm, bench, variant, m, k, n, options) => {
+  const shape = (gemm, engine, bench, variant, m, k, n, options) => {
     const a = randomFill(new Float32Array(m * k), 1);
     const b = randomFill(allocateF32(k * n), 2);
     const c = new Float32Array(m * n);
-    results.push(measure(bench, 2 * m * k * n, () => gemm[variant](a, b, c, m, k, n), options));
+    const result = measure(bench, 2 * m * k * n, () => gemm[variant](a, b, c, m, k, n), options);
+    results.push({ bench: result.bench, engine, gflops: result.gflops, median_ms: result.median_ms });
   };
-  const single = wasmGemm();
-  shape(single, "gemm-32x768x3072", "nn", 32, 768, 3072);
-  shape(single, "gemm-nt-32x3072x768", "nt", 32, 3072, 768);
-  shape(single, "gemm-32x768x50257", "nt", 32, 768, 50257, { warmup: 1, minReps: 5, minMs: 300 });
-  const threaded = threadedGemm({ threads: 2 });
-  if (threaded.threads === 2) {
-    shape(threaded, "gemm-2t-32x768x3072", "nn", 32, 768, 3072);
-    shape(threaded, "gemm-2t-nt-32x3072x768", "nt", 32, 3072, 768);
-    shape(threaded, "gemm-2t-32x768x50257", "nt", 32, 768, 50257, { warmup: 1, minReps: 5, minMs: 300 });
-  }
-  threaded.close();
+  const shapes = (gemm, engine, prefix) => {
+    shape(gemm, engine, `${prefix}32x768x3072`, "nn", 32, 768, 3072);
+    shape(gemm, engine, `${prefix}nt-32x3072x768`, "nt", 32, 3072, 768);
+    shape(gemm, engine, `${prefix}32x768x50257`, "nt", 32, 768, 50257, { warmup: 1, minReps: 5, minMs: 300 });
+  };
+  const single = fastestGemm(1);
+  shapes(single.gemm, single.engine, "gemm-");
+  if (single.engine !== "wasm") shapes(wasmGemm(), "wasm", "gemm-wasm-");
+  const two = fastestGemm(2);
+  if (two.threads === 2) shapes(two.gemm, two.engine, "gemm-2t-");
+  two.close();
   {
     const [m, k, n] = [32, 768, 3072];
     const a = randomFill(new Float32Array(m * k), 1);
     const b = randomFill(new Float32Array(k * n), 2);
     const c = new Float32Array(m * n);
-    results.push(
-      measure("gemm-reference-32x768x3072", 2 * m * k * n, () => referenceGemm.nn(a, b, c, m, k, n), {
+    const result = measure(
+      "gemm-reference-32x768x3072",
+      2 * m * k * n,
+      () => referenceGemm.nn(a, b, c, m, k, n),
+      {
         warmup: 1,
         minReps: 3,
         minMs: 300,
-      }),
+      },
     );
+    results.push({ ...result, engine: "typescript" });
   }
   return results;
 }

@@ -1,12 +1,14 @@
 // Model-level benchmarks on the built packages: GPT-2-small-shaped forward at 32 tokens, and everything behind
 // one TDB request (forward, backward, all node metrics, top-k, scored tokens) at 32 tokens, cold (no cached
 // scored-token lists) and warm (the same request again). Random weights.
-// The *-2t lines repeat both with the two-thread GEMM as the process default (what `tdb serve` uses on 2+ cores).
+// Every line runs on the GEMM the CLI picks (fastestGemm: native where built, else WebAssembly) on one thread; the
+// *-2t lines repeat them over two threads (what `tdb serve` uses on 2+ cores) and, where the pick is native, the
+// *-wasm lines on the WebAssembly kernel. Each line names its engine.
 import { readFileSync } from "node:fs";
 import { clearScoredTokenCache, handleBatchedTdb } from "../../packages/attribution/dist/index.js";
 import { GPT2_SMALL_ARCHITECTURE, Gpt2Tokenizer, randomGpt2 } from "../../packages/model/dist/index.js";
 import { setDefaultGemm } from "../../packages/tensor/dist/index.js";
-import { threadedGemm } from "../../packages/tensor/dist/node/index.js";
+import { fastestGemm } from "../../packages/tensor/dist/node/index.js";
 
 const TINY = new URL("../../../shared/fixtures/tiny-gpt2/", import.meta.url);
 
@@ -55,13 +57,15 @@ export async function benchModel() {
   };
   const ctx = { model, tokenizer, modelName: "random-gpt2-small" };
   const results = [];
-  const run = (suffix) => {
+  const run = (suffix, engine) => {
     results.push({
       bench: `gpt2-small-forward-t32${suffix}`,
+      engine,
       median_ms: median(() => model.forward(ids, { cache: false })),
     });
     results.push({
       bench: `gpt2-small-tdb-request-t32${suffix}`,
+      engine,
       // Cold: the scored-token lists cached per weight row are dropped before every request.
       median_ms: median(
         () => {
@@ -74,20 +78,25 @@ export async function benchModel() {
     results.push({
       // The same request again (what the viewer sends after an ablation or a trace on the same prompt).
       bench: `gpt2-small-tdb-request-t32-warm${suffix}`,
+      engine,
       median_ms: median(() => handleBatchedTdb(ctx, request), { warmup: 1, reps: 7 }),
     });
   };
-  run("");
   // The model and the attribution code hold defaultGemm(), which forwards to whatever is set now.
-  const threaded = threadedGemm({ threads: 2 });
-  if (threaded.threads === 2) {
-    setDefaultGemm(threaded);
+  const runOn = (chosen, suffix) => {
+    setDefaultGemm(chosen.gemm);
     try {
-      run("-2t");
+      run(suffix, chosen.engine);
     } finally {
       setDefaultGemm(null);
+      chosen.close();
     }
-  }
-  threaded.close();
+  };
+  const single = fastestGemm(1);
+  runOn(single, "");
+  const two = fastestGemm(2);
+  if (two.threads === 2) runOn(two, "-2t");
+  else two.close();
+  if (single.engine !== "wasm") runOn(fastestGemm(1, { TDB_GEMM: "wasm" }), "-wasm");
   return results;
 }

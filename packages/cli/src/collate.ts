@@ -33,6 +33,7 @@ norms) and autoencoder latent: the top-k sequences by maximum value, random sequ
   --seed N                    seed of the random-sample choice (default 0)
   --shard I/N                 process only sequences i with i mod N = I; merge the N files with 'collate merge'
   --commit-every N            commit after N sequences (default 64; also every 60 s)
+  --threads N                 matrix products over N threads (default 2 where 2+ cores; 1 = one thread)
 
 Interrupt with Ctrl-C (the current batch is committed) and run the same command again to resume.`;
 

@@ -22,7 +22,8 @@ commands:
   train-sae  --model DIR|NAME --site SITE --layer L --corpus FILE|NAME --out DIR
              Trains a sparse autoencoder on one layer's activations.
 
-generate and serve take --threads N: matrix products over N threads (default 2 where 2+ cores; 1 = one thread).
+generate, serve and collate take --threads N: matrix products over N threads (default 2 where 2+ cores; 1 = one
+thread). They use the native GEMM where npm run build could compile it, else WebAssembly (TDB_GEMM=wasm|native).
 
 A NAME is one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2 (downloaded once from the Hugging Face
 hub into $HF_HOME; HF_ENDPOINT is honoured). A DIR is a folder in Hugging Face layout.`;
@@ -49,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    return await run(command === "generate" || command === "serve" ? applyThreadsFlag(rest) : rest);
+    return await run(["generate", "serve", "collate"].includes(command) ? applyThreadsFlag(rest) : rest);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {

@@ -1,11 +1,12 @@
 import { availableParallelism } from "node:os";
 import { setDefaultGemm } from "@tdb/tensor";
-import { threadedGemm } from "@tdb/tensor/node";
+import { fastestGemm } from "@tdb/tensor/node";
 import { numberFlag, UsageError } from "./main.js";
 
 /**
- * Takes `--threads N` / `--threads=N` out of argv and makes the matching GEMM the process default: N threads
- * (1 = single-threaded); without the flag, 2 threads where 2+ cores are available. Returns the other arguments.
+ * Takes `--threads N` / `--threads=N` out of argv and makes the fastest GEMM over N threads the process default
+ * (the native kernel where built, else WebAssembly; TDB_GEMM=wasm|native overrides): 1 = single-threaded; without
+ * the flag, 2 threads where 2+ cores are available. Returns the other arguments.
  */
 export function applyThreadsFlag(argv: string[]): string[] {
   const rest: string[] = [];
@@ -24,6 +25,6 @@ export function applyThreadsFlag(argv: string[]): string[] {
   }
   const threads = numberFlag("threads", value, Math.min(availableParallelism(), 2), true);
   if (threads < 1) throw new UsageError("--threads must be ≥ 1");
-  setDefaultGemm(threads > 1 ? threadedGemm({ threads }) : null);
+  setDefaultGemm(fastestGemm(threads).gemm);
   return rest;
 }

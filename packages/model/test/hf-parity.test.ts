@@ -2,11 +2,14 @@
  * Logits and greedy generation against Hugging Face transformers' GPT2LMHeadModel (golden files written by
  * tools/golden/make_test_models.py), on the shared tiny fixture and on models with other sizes, n_inner unset,
  * F16/BF16 weights and sharded checkpoints. Also mlp.post_act and attention probabilities against the
- * PyTorch values in shared/fixtures/tiny-gpt2/reference.json.
+ * PyTorch values in shared/fixtures/tiny-gpt2/reference.json. The logits and generation cases run on every GEMM
+ * engine available here (the WebAssembly kernel, and the native one where it was built).
  */
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { describe, expect, it } from "vitest";
+import { setDefaultGemm } from "@tdb/tensor";
+import { fastestGemm, nativeGemmStatus } from "@tdb/tensor/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Gpt2Model, generate, hookKey, normalizeGpt2StateDict } from "../src/index.js";
 import { loadHfFolder } from "../src/node/index.js";
 
@@ -49,48 +52,55 @@ async function load(dir: URL): Promise<Gpt2Model> {
 // Golden values are rounded to 6 significant digits, which is within the 1e-4 budget for |logit| < 10.
 const tolerance = (expected: number) => 1e-4 + 1e-6 * Math.abs(expected);
 
-describe.each(cases)("$name matches transformers", ({ dir, golden: goldenUrl }) => {
-  const golden: Golden = JSON.parse(readFileSync(goldenUrl, "utf8"));
+const engines: ("wasm" | "native")[] = nativeGemmStatus().available ? ["wasm", "native"] : ["wasm"];
 
-  for (const prompt of golden.prompts) {
-    it(`logits on the ${prompt.name} prompt (${prompt.inputIds.length} tokens)`, async () => {
-      const model = await load(dir);
-      const { logits } = model.forward(prompt.inputIds, { cache: false });
-      const V = model.config.vocabSize;
-      const T = prompt.inputIds.length;
-      let maxDiff = 0;
-      prompt.lastLogits.forEach((expected, v) => {
-        maxDiff = Math.max(
-          maxDiff,
-          Math.abs(logits[(T - 1) * V + v] - expected) - tolerance(expected) + 1e-4,
-        );
-      });
-      for (let t = 0; t < T; t++) {
-        const row = logits.subarray(t * V, (t + 1) * V);
-        golden.vocabIds.forEach((id, i) => {
-          const expected = prompt.logitsAtVocabIds[t][i];
-          maxDiff = Math.max(maxDiff, Math.abs(row[id] - expected) - tolerance(expected) + 1e-4);
+describe.each(engines.flatMap((engine) => cases.map((c) => ({ ...c, engine }))))(
+  "$name matches transformers ($engine GEMM)",
+  ({ dir, golden: goldenUrl, engine }) => {
+    beforeAll(() => setDefaultGemm(fastestGemm(1, { TDB_GEMM: engine }).gemm));
+    afterAll(() => setDefaultGemm(null));
+    const golden: Golden = JSON.parse(readFileSync(goldenUrl, "utf8"));
+
+    for (const prompt of golden.prompts) {
+      it(`logits on the ${prompt.name} prompt (${prompt.inputIds.length} tokens)`, async () => {
+        const model = await load(dir);
+        const { logits } = model.forward(prompt.inputIds, { cache: false });
+        const V = model.config.vocabSize;
+        const T = prompt.inputIds.length;
+        let maxDiff = 0;
+        prompt.lastLogits.forEach((expected, v) => {
+          maxDiff = Math.max(
+            maxDiff,
+            Math.abs(logits[(T - 1) * V + v] - expected) - tolerance(expected) + 1e-4,
+          );
         });
-        let max = Number.NEGATIVE_INFINITY;
-        let best = 0;
-        for (let v = 0; v < V; v++) if (row[v] > max) [max, best] = [row[v], v];
-        let sum = 0;
-        for (let v = 0; v < V; v++) sum += Math.exp(row[v] - max);
-        expect(Math.abs(max + Math.log(sum) - prompt.logsumexp[t])).toBeLessThan(2e-4);
-        expect(best, `argmax at position ${t}`).toBe(prompt.argmax[t]);
-      }
-      expect(maxDiff).toBeLessThanOrEqual(1e-4);
-    });
-  }
+        for (let t = 0; t < T; t++) {
+          const row = logits.subarray(t * V, (t + 1) * V);
+          golden.vocabIds.forEach((id, i) => {
+            const expected = prompt.logitsAtVocabIds[t][i];
+            maxDiff = Math.max(maxDiff, Math.abs(row[id] - expected) - tolerance(expected) + 1e-4);
+          });
+          let max = Number.NEGATIVE_INFINITY;
+          let best = 0;
+          for (let v = 0; v < V; v++) if (row[v] > max) [max, best] = [row[v], v];
+          let sum = 0;
+          for (let v = 0; v < V; v++) sum += Math.exp(row[v] - max);
+          expect(Math.abs(max + Math.log(sum) - prompt.logsumexp[t])).toBeLessThan(2e-4);
+          expect(best, `argmax at position ${t}`).toBe(prompt.argmax[t]);
+        }
+        expect(maxDiff).toBeLessThanOrEqual(1e-4);
+      });
+    }
 
-  it("greedy generation of 20 tokens", async () => {
-    const model = await load(dir);
-    const ioi = golden.prompts.find((p) => p.name === "ioi")!;
-    expect(generate(model, ioi.inputIds, { maxNewTokens: golden.generate.maxNewTokens })).toEqual(
-      golden.generate.newTokenIds,
-    );
-  });
-});
+    it("greedy generation of 20 tokens", async () => {
+      const model = await load(dir);
+      const ioi = golden.prompts.find((p) => p.name === "ioi")!;
+      expect(generate(model, ioi.inputIds, { maxNewTokens: golden.generate.maxNewTokens })).toEqual(
+        golden.generate.newTokenIds,
+      );
+    });
+  },
+);
 
 describe("hook values match PyTorch (reference.json)", () => {
   const ref = JSON.parse(readFileSync(new URL("reference.json", TINY), "utf8")) as {

@@ -1,3 +1,11 @@
+export { type ChosenGemm, fastestGemm } from "./choose.js";
+export {
+  NATIVE_ADDON_PATH,
+  type NativeGemm,
+  type NativeGemmOptions,
+  nativeGemm,
+  nativeGemmStatus,
+} from "./native.js";
 export {
   DEFAULT_MIN_FLOPS,
   type ThreadedGemm,

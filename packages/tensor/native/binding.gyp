@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "tdb_gemm",
+      "sources": ["gemm.c"],
+      "cflags": ["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

@@ -1,0 +1,461 @@
+// Optional native GEMM for Node (N-API, plain C, AVX2 + FMA): the same C[m×n] (=|+=) op(A)·op(B) contract as the
+// WebAssembly kernel, at the 256-bit FMA rate that WebAssembly's 128-bit SIMD cannot reach. Built from source by
+// scripts/build-native.mjs (node-gyp, no download); where it is missing or the CPU lacks AVX2/FMA the WebAssembly
+// kernel is used instead.
+//
+//  * A·B and Atᵀ·B: packed panels (B strips [kc][24], A groups [kc][4]) and a 4×24 register tile (12 ymm
+//    accumulators). Blocks: KC deep, MC rows of A per packed block.
+//  * A·Btᵀ: dot products of A rows with Bt rows (both contiguous in k), 4×3 register tile, no packing: Bt is
+//    usually a large weight matrix read once, in place.
+#include <node_api.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define TDB_X86 1
+#include <immintrin.h>
+#define AVX2 __attribute__((target("avx2,fma")))
+#else
+#define TDB_X86 0
+#endif
+
+enum { MR = 4, NR = 24, KC = 256, MC = 256, KC_DOT = 1024, MC_DOT = 64 };
+
+typedef struct {
+  int transA, transB, m, k, n, accumulate;
+  const float *a, *b;
+  float *c;
+} Job;
+
+typedef struct {
+  float *ptr;
+  size_t floats;
+} Scratch;
+
+// Grows a scratch buffer (64-byte aligned) to at least `floats`; returns NULL if memory is exhausted.
+static float *scratch(Scratch *s, size_t floats) {
+  if (s->floats >= floats) return s->ptr;
+  free(s->ptr);
+  size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+  s->ptr = aligned_alloc(64, bytes);
+  s->floats = s->ptr ? floats : 0;
+  return s->ptr;
+}
+
+// Per thread: helper threads and any JS threads (worker_threads) calling in each pack into their own.
+static _Thread_local Scratch packA = {0}, packB = {0};
+
+#if TDB_X86
+
+// Writes (or adds) a 4×24 tile held in a row-major buffer into C[mr×nr].
+static void storeEdge(const float *tile, float *c, size_t ldc, int mr, int nr, int add) {
+  for (int r = 0; r < mr; r++) {
+    float *row = c + (size_t)r * ldc;
+    for (int q = 0; q < nr; q++) row[q] = add ? row[q] + tile[r * NR + q] : tile[r * NR + q];
+  }
+}
+
+// C[mr×nr] (=|+=) Ap[kc][4] · Bp[kc][24]. `next` (or NULL): the unpacked rows (`ldn` apart) of the strip packed
+// next, fetched into cache meanwhile so that packing it does not wait on memory row by row.
+AVX2 static void kernel4x24(int kc, const float *ap, const float *bp, const float *next, size_t ldn, float *c, size_t ldc, int mr, int nr, int add) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c02 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps(), c12 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c22 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c32 = _mm256_setzero_ps();
+  for (int p = 0; p < kc; p++) {
+    if (next) {
+      _mm_prefetch((const char *)next, _MM_HINT_T0);
+      _mm_prefetch((const char *)(next + 16), _MM_HINT_T0);
+      next += ldn;
+    }
+    const __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8), b2 = _mm256_load_ps(bp + 16);
+    __m256 a = _mm256_broadcast_ss(ap);
+    c00 = _mm256_fmadd_ps(a, b0, c00);
+    c01 = _mm256_fmadd_ps(a, b1, c01);
+    c02 = _mm256_fmadd_ps(a, b2, c02);
+    a = _mm256_broadcast_ss(ap + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10);
+    c11 = _mm256_fmadd_ps(a, b1, c11);
+    c12 = _mm256_fmadd_ps(a, b2, c12);
+    a = _mm256_broadcast_ss(ap + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20);
+    c21 = _mm256_fmadd_ps(a, b1, c21);
+    c22 = _mm256_fmadd_ps(a, b2, c22);
+    a = _mm256_broadcast_ss(ap + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30);
+    c31 = _mm256_fmadd_ps(a, b1, c31);
+    c32 = _mm256_fmadd_ps(a, b2, c32);
+    ap += MR;
+    bp += NR;
+  }
+  if (mr == MR && nr == NR) {
+    float *r0 = c, *r1 = c + ldc, *r2 = r1 + ldc, *r3 = r2 + ldc;
+    if (add) {
+      c00 = _mm256_add_ps(c00, _mm256_loadu_ps(r0));
+      c01 = _mm256_add_ps(c01, _mm256_loadu_ps(r0 + 8));
+      c02 = _mm256_add_ps(c02, _mm256_loadu_ps(r0 + 16));
+      c10 = _mm256_add_ps(c10, _mm256_loadu_ps(r1));
+      c11 = _mm256_add_ps(c11, _mm256_loadu_ps(r1 + 8));
+      c12 = _mm256_add_ps(c12, _mm256_loadu_ps(r1 + 16));
+      c20 = _mm256_add_ps(c20, _mm256_loadu_ps(r2));
+      c21 = _mm256_add_ps(c21, _mm256_loadu_ps(r2 + 8));
+      c22 = _mm256_add_ps(c22, _mm256_loadu_ps(r2 + 16));
+      c30 = _mm256_add_ps(c30, _mm256_loadu_ps(r3));
+      c31 = _mm256_add_ps(c31, _mm256_loadu_ps(r3 + 8));
+      c32 = _mm256_add_ps(c32, _mm256_loadu_ps(r3 + 16));
+    }
+    _mm256_storeu_ps(r0, c00);
+    _mm256_storeu_ps(r0 + 8, c01);
+    _mm256_storeu_ps(r0 + 16, c02);
+    _mm256_storeu_ps(r1, c10);
+    _mm256_storeu_ps(r1 + 8, c11);
+    _mm256_storeu_ps(r1 + 16, c12);
+    _mm256_storeu_ps(r2, c20);
+    _mm256_storeu_ps(r2 + 8, c21);
+    _mm256_storeu_ps(r2 + 16, c22);
+    _mm256_storeu_ps(r3, c30);
+    _mm256_storeu_ps(r3 + 8, c31);
+    _mm256_storeu_ps(r3 + 16, c32);
+    return;
+  }
+  float tile[MR * NR] __attribute__((aligned(32)));
+  _mm256_store_ps(tile, c00);
+  _mm256_store_ps(tile + 8, c01);
+  _mm256_store_ps(tile + 16, c02);
+  _mm256_store_ps(tile + 24, c10);
+  _mm256_store_ps(tile + 32, c11);
+  _mm256_store_ps(tile + 40, c12);
+  _mm256_store_ps(tile + 48, c20);
+  _mm256_store_ps(tile + 56, c21);
+  _mm256_store_ps(tile + 64, c22);
+  _mm256_store_ps(tile + 72, c30);
+  _mm256_store_ps(tile + 80, c31);
+  _mm256_store_ps(tile + 88, c32);
+  storeEdge(tile, c, ldc, mr, nr, add);
+}
+
+// Packs B[kc × nc] (element (p, j) at b[p*rsb + j]) into 24-column strips [kc][24], zero-padding the last strip.
+AVX2 static void packStrips(const float *b, size_t rsb, int kc, int nc, float *dst) {
+  for (int j0 = 0; j0 < nc; j0 += NR) {
+    const int w = nc - j0 < NR ? nc - j0 : NR;
+    const float *src = b + j0;
+    if (w == NR) {
+      for (int p = 0; p < kc; p++, src += rsb, dst += NR) {
+        _mm256_store_ps(dst, _mm256_loadu_ps(src));
+        _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + 8));
+        _mm256_store_ps(dst + 16, _mm256_loadu_ps(src + 16));
+      }
+    } else {
+      for (int p = 0; p < kc; p++, src += rsb, dst += NR) {
+        int q = 0;
+        for (; q < w; q++) dst[q] = src[q];
+        for (; q < NR; q++) dst[q] = 0;
+      }
+    }
+  }
+}
+
+// Packs A[mc × kc] (element (i, p) at a[i*rsa + p*csa]) into 4-row groups [kc][4], zero-padding the last group.
+static void packGroups(const float *a, size_t rsa, size_t csa, int mc, int kc, float *dst) {
+  for (int i0 = 0; i0 < mc; i0 += MR) {
+    const int h = mc - i0 < MR ? mc - i0 : MR;
+    const float *src = a + (size_t)i0 * rsa;
+    if (h == MR && csa == 1) {
+      const float *s0 = src, *s1 = s0 + rsa, *s2 = s1 + rsa, *s3 = s2 + rsa;
+      for (int p = 0; p < kc; p++, dst += MR) {
+        dst[0] = s0[p];
+        dst[1] = s1[p];
+        dst[2] = s2[p];
+        dst[3] = s3[p];
+      }
+    } else {
+      for (int p = 0; p < kc; p++, dst += MR) {
+        for (int r = 0; r < MR; r++) dst[r] = r < h ? src[(size_t)r * rsa + (size_t)p * csa] : 0;
+      }
+    }
+  }
+}
+
+// Columns [j0, j1) of C (=|+=) A·B, A element (i, p) at a[i*rsa + p*csa], B row-major [k×n]; 0 on success, -1 out
+// of memory. B is packed one strip at a time, just before the row tiles that use it, so the strip is still in L1.
+AVX2 static int gemmPacked(const float *a, size_t rsa, size_t csa, const float *b, float *c, int m, int k, int n, int j0, int j1, int accumulate) {
+  const size_t ldc = (size_t)n;
+  float *bp = scratch(&packB, (size_t)KC * NR);
+  float *ap = scratch(&packA, (size_t)KC * MC);
+  if (!bp || !ap) return -1;
+  for (int pc = 0; pc < k; pc += KC) {
+    const int kc = k - pc < KC ? k - pc : KC;
+    const int add = accumulate || pc > 0;
+    for (int ic = 0; ic < m; ic += MC) {
+      const int mc = m - ic < MC ? m - ic : MC;
+      packGroups(a + (size_t)ic * rsa + (size_t)pc * csa, rsa, csa, mc, kc, ap);
+      for (int jr = j0; jr < j1; jr += NR) {
+        const int nr = j1 - jr < NR ? j1 - jr : NR;
+        packStrips(b + (size_t)pc * n + jr, (size_t)n, kc, nr, bp);
+        const float *next = j1 - jr >= 2 * NR ? b + (size_t)pc * n + jr + NR : NULL;
+        for (int ir = 0; ir < mc; ir += MR) {
+          const int mr = mc - ir < MR ? mc - ir : MR;
+          kernel4x24(kc, ap + (size_t)ir * kc, bp, ir == 0 ? next : NULL, (size_t)n, c + (size_t)(ic + ir) * ldc + jr, ldc, mr, nr, add);
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+// [Σx0, Σx1, Σx2, Σx3]
+AVX2 static __m128 sum4(__m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(x0, x1), _mm256_hadd_ps(x2, x3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// C[mr×nr] (=|+=) rows a0..a3 · rows b0..b2 over kc (missing rows repeat a real one and are not stored).
+// `next` (or NULL): the first of the three Bt rows that come next, fetched into cache meanwhile, since Bt is
+// usually streamed from memory once and three streams alone do not keep the hardware prefetcher busy enough.
+AVX2 static void dot4x3(int kc, const float *a0, size_t lda, const float *b0, size_t ldb, const float *next, float *c, size_t ldc, int mr, int nr, int add) {
+  const float *a1 = mr > 1 ? a0 + lda : a0, *a2 = mr > 2 ? a0 + 2 * lda : a0, *a3 = mr > 3 ? a0 + 3 * lda : a0;
+  const float *b1 = nr > 1 ? b0 + ldb : b0, *b2 = nr > 2 ? b0 + 2 * ldb : b0;
+  __m256 s00 = _mm256_setzero_ps(), s01 = _mm256_setzero_ps(), s02 = _mm256_setzero_ps();
+  __m256 s10 = _mm256_setzero_ps(), s11 = _mm256_setzero_ps(), s12 = _mm256_setzero_ps();
+  __m256 s20 = _mm256_setzero_ps(), s21 = _mm256_setzero_ps(), s22 = _mm256_setzero_ps();
+  __m256 s30 = _mm256_setzero_ps(), s31 = _mm256_setzero_ps(), s32 = _mm256_setzero_ps();
+  int p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    if (next && (p & 15) == 0) {
+      _mm_prefetch((const char *)(next + p), _MM_HINT_T0);
+      _mm_prefetch((const char *)(next + ldb + p), _MM_HINT_T0);
+      _mm_prefetch((const char *)(next + 2 * ldb + p), _MM_HINT_T0);
+    }
+    const __m256 x0 = _mm256_loadu_ps(b0 + p), x1 = _mm256_loadu_ps(b1 + p), x2 = _mm256_loadu_ps(b2 + p);
+    __m256 a = _mm256_loadu_ps(a0 + p);
+    s00 = _mm256_fmadd_ps(a, x0, s00);
+    s01 = _mm256_fmadd_ps(a, x1, s01);
+    s02 = _mm256_fmadd_ps(a, x2, s02);
+    a = _mm256_loadu_ps(a1 + p);
+    s10 = _mm256_fmadd_ps(a, x0, s10);
+    s11 = _mm256_fmadd_ps(a, x1, s11);
+    s12 = _mm256_fmadd_ps(a, x2, s12);
+    a = _mm256_loadu_ps(a2 + p);
+    s20 = _mm256_fmadd_ps(a, x0, s20);
+    s21 = _mm256_fmadd_ps(a, x1, s21);
+    s22 = _mm256_fmadd_ps(a, x2, s22);
+    a = _mm256_loadu_ps(a3 + p);
+    s30 = _mm256_fmadd_ps(a, x0, s30);
+    s31 = _mm256_fmadd_ps(a, x1, s31);
+    s32 = _mm256_fmadd_ps(a, x2, s32);
+  }
+  float out[3][4] __attribute__((aligned(16)));
+  _mm_store_ps(out[0], sum4(s00, s10, s20, s30));
+  _mm_store_ps(out[1], sum4(s01, s11, s21, s31));
+  _mm_store_ps(out[2], sum4(s02, s12, s22, s32));
+  for (; p < kc; p++) {
+    const float av[4] = {a0[p], a1[p], a2[p], a3[p]}, bv[3] = {b0[p], b1[p], b2[p]};
+    for (int q = 0; q < 3; q++)
+      for (int r = 0; r < 4; r++) out[q][r] += av[r] * bv[q];
+  }
+  for (int r = 0; r < mr; r++) {
+    float *row = c + (size_t)r * ldc;
+    for (int q = 0; q < nr; q++) row[q] = add ? row[q] + out[q][r] : out[q][r];
+  }
+}
+
+// Columns [j0, j1) of C (=|+=) A·Btᵀ.
+AVX2 static void gemmDot(const float *a, const float *bt, float *c, int m, int k, int n, int j0, int j1, int accumulate) {
+  const size_t ld = (size_t)k, ldc = (size_t)n;
+  const int streamed = (size_t)n * ld > ((size_t)1 << 20);  // Bt larger than 4 MB: from memory, not cache
+  for (int k0 = 0; k0 < k; k0 += KC_DOT) {
+    const int kc = k - k0 < KC_DOT ? k - k0 : KC_DOT;
+    const int add = accumulate || k0 > 0;
+    for (int ib = 0; ib < m; ib += MC_DOT) {
+      const int iEnd = m - ib < MC_DOT ? m : ib + MC_DOT;
+      for (int j = j0; j < j1; j += 3) {
+        const int nr = j1 - j < 3 ? j1 - j : 3;
+        const float *b0 = bt + (size_t)j * ld + k0;
+        const float *next = streamed && j1 - j >= 6 ? b0 + 3 * ld : NULL;
+        for (int i = ib; i < iEnd; i += MR) {
+          const int mr = iEnd - i < MR ? iEnd - i : MR;
+          dot4x3(kc, a + (size_t)i * ld + k0, ld, b0, ld, i == ib ? next : NULL, c + (size_t)i * ldc + j, ldc, mr, nr, add);
+        }
+      }
+    }
+  }
+}
+
+// Columns [j0, j1) of a job on the calling thread; 0 on success, -1 out of memory.
+static int runColumns(const Job *job, int j0, int j1) {
+  if (j1 <= j0) return 0;
+  if (job->transB) {
+    gemmDot(job->a, job->b, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
+    return 0;
+  }
+  // A is [m×k] (rows k apart) or given as At[k×m] (rows 1 apart, k values m apart).
+  const size_t rsa = job->transA ? 1 : (size_t)job->k, csa = job->transA ? (size_t)job->m : 1;
+  return gemmPacked(job->a, rsa, csa, job->b, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
+}
+
+// ---- Helper threads: a call splits C's columns into chunks that the calling thread and up to MAX_THREADS - 1
+// helpers claim one at a time (so a helper descheduled by other jobs on the machine holds up little); helpers wait
+// on a condition variable between calls. One call at a time uses them: a call that finds them busy (another JS
+// thread of the same process) runs on its own thread.
+
+enum { MAX_THREADS = 16, CHUNKS_PER_THREAD = 4 };
+
+static pthread_mutex_t poolLock = PTHREAD_MUTEX_INITIALIZER;  // held by the call using the helpers
+static pthread_mutex_t stateLock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done = PTHREAD_COND_INITIALIZER;
+static int helpersStarted = 0;
+static Job sharedJob;
+static int chunkWidth, chunkCount, invited, working, failed;
+static unsigned long generation = 0;
+static _Atomic int nextChunk;
+
+static int claimChunks(void) {
+  int status = 0;
+  for (int q; (q = nextChunk++) < chunkCount;) {
+    const int j0 = q * chunkWidth;
+    const int j1 = j0 + chunkWidth < sharedJob.n ? j0 + chunkWidth : sharedJob.n;
+    if (runColumns(&sharedJob, j0, j1) != 0) status = -1;
+  }
+  return status;
+}
+
+static void *helperMain(void *arg) {
+  const int index = (int)(intptr_t)arg;
+  unsigned long seen = 0;
+  pthread_mutex_lock(&stateLock);
+  for (;;) {
+    while (generation == seen) pthread_cond_wait(&wake, &stateLock);
+    seen = generation;
+    if (index >= invited) continue;
+    working++;
+    pthread_mutex_unlock(&stateLock);
+    const int status = claimChunks();
+    pthread_mutex_lock(&stateLock);
+    if (status != 0) failed = 1;
+    if (--working == 0) pthread_cond_signal(&done);
+  }
+  return NULL;
+}
+
+// Runs a job over up to `threads` threads (the calling one included); 0 on success, -1 out of memory.
+static int runSplit(const Job *job, int threads) {
+  const int unit = job->transB ? 3 : NR;
+  const int units = (job->n + unit - 1) / unit;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  if (threads > units) threads = units;
+  if (threads <= 1 || pthread_mutex_trylock(&poolLock) != 0) return runColumns(job, 0, job->n);
+  pthread_mutex_lock(&stateLock);
+  while (helpersStarted < threads - 1) {
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, helperMain, (void *)(intptr_t)helpersStarted) != 0) break;
+    pthread_detach(thread);
+    helpersStarted++;
+  }
+  sharedJob = *job;
+  const int parts = helpersStarted + 1 < threads ? helpersStarted + 1 : threads;
+  const int wanted = parts * CHUNKS_PER_THREAD < units ? parts * CHUNKS_PER_THREAD : units;
+  chunkWidth = ((units + wanted - 1) / wanted) * unit;
+  chunkCount = (job->n + chunkWidth - 1) / chunkWidth;
+  nextChunk = 0;
+  invited = parts - 1;
+  failed = 0;
+  generation++;
+  pthread_cond_broadcast(&wake);
+  pthread_mutex_unlock(&stateLock);
+  int status = claimChunks();
+  pthread_mutex_lock(&stateLock);
+  // Helpers that had not woken yet find no chunk left; wait only for those inside claimChunks.
+  invited = 0;
+  while (working > 0) pthread_cond_wait(&done, &stateLock);
+  if (failed) status = -1;
+  pthread_mutex_unlock(&stateLock);
+  pthread_mutex_unlock(&poolLock);
+  return status;
+}
+
+static int cpuSupported(void) {
+  static int known = -1;
+  if (known < 0) {
+    __builtin_cpu_init();
+    known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+  return known;
+}
+
+#else
+static int cpuSupported(void) { return 0; }
+#endif
+
+// ---- N-API binding: gemm(transA, transB, a, b, c, m, k, n, accumulate). Lengths are checked by the caller
+// (checkGemmArgs); here only the types and the lengths again, so a bad call throws instead of reading past an array.
+
+static napi_value fail(napi_env env, const char *message) {
+  napi_throw_error(env, NULL, message);
+  return NULL;
+}
+
+static int floatArray(napi_env env, napi_value value, float **data, size_t *length) {
+  bool isTyped = false;
+  if (napi_is_typedarray(env, value, &isTyped) != napi_ok || !isTyped) return 0;
+  napi_typedarray_type type;
+  void *raw = NULL;
+  if (napi_get_typedarray_info(env, value, &type, length, &raw, NULL, NULL) != napi_ok) return 0;
+  if (type != napi_float32_array) return 0;
+  *data = (float *)raw;
+  return 1;
+}
+
+static napi_value Gemm(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value args[10];
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 10)
+    return fail(env, "gemm: expected 10 arguments (transA, transB, a, b, c, m, k, n, accumulate, threads)");
+  int32_t ints[10];
+  const int intArgs[] = {0, 1, 5, 6, 7, 8, 9};
+  for (int i = 0; i < 7; i++) {
+    if (napi_get_value_int32(env, args[intArgs[i]], &ints[intArgs[i]]) != napi_ok)
+      return fail(env, "gemm: transA, transB, m, k, n, accumulate and threads must be numbers");
+  }
+  float *a, *b, *c;
+  size_t la, lb, lc;
+  if (!floatArray(env, args[2], &a, &la) || !floatArray(env, args[3], &b, &lb) || !floatArray(env, args[4], &c, &lc))
+    return fail(env, "gemm: a, b and c must be Float32Arrays");
+  const Job job = {.transA = ints[0] != 0, .transB = ints[1] != 0, .m = ints[5], .k = ints[6], .n = ints[7],
+                   .accumulate = ints[8] != 0, .a = a, .b = b, .c = c};
+  if (job.m < 0 || job.k < 0 || job.n < 0) return fail(env, "gemm: negative dimension");
+  if ((job.transA && job.transB) || la < (size_t)job.m * job.k || lb < (size_t)job.k * job.n || lc < (size_t)job.m * job.n)
+    return fail(env, "gemm: bad operands");
+  if (job.m == 0 || job.n == 0) return NULL;
+  if (job.k == 0) {
+    if (!job.accumulate) memset(c, 0, (size_t)job.m * job.n * sizeof(float));
+    return NULL;
+  }
+#if TDB_X86
+  if (!cpuSupported()) return fail(env, "gemm: this CPU lacks AVX2 and FMA");
+  if (runSplit(&job, ints[9]) != 0) return fail(env, "gemm: out of memory for packing buffers");
+  return NULL;
+#else
+  return fail(env, "gemm: the native kernel needs an x86-64 CPU");
+#endif
+}
+
+static napi_value Supported(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  napi_get_boolean(env, cpuSupported(), &result);
+  return result;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"gemm", NULL, Gemm, NULL, NULL, NULL, napi_default, NULL},
+    {"supported", NULL, Supported, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, 2, props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

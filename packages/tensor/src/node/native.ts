@@ -1,0 +1,101 @@
+// The optional native GEMM (native/gemm.c, an N-API addon with AVX2/FMA kernels), behind the same Gemm interface.
+// It is built from source by scripts/build-native.mjs during `npm run build`; where that failed, or on a CPU
+// without AVX2/FMA, nativeGemmStatus() says why and the WebAssembly kernel stays in use. Node-only.
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { checkGemmArgs, type Gemm } from "../gemm.js";
+import { DEFAULT_MIN_FLOPS } from "./threaded.js";
+
+interface Addon {
+  gemm(
+    transA: number,
+    transB: number,
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    accumulate: number,
+    threads: number,
+  ): void;
+  supported(): boolean;
+}
+
+/** Where build-native.mjs leaves the addon (the same path from src/node and dist/node). */
+export const NATIVE_ADDON_PATH = fileURLToPath(
+  new URL("../../native/build/Release/tdb_gemm.node", import.meta.url),
+);
+
+let addon: Addon | null | undefined;
+let unavailableReason = "";
+
+function loadAddon(): Addon | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (!existsSync(NATIVE_ADDON_PATH)) {
+    unavailableReason = `not built (no ${NATIVE_ADDON_PATH}; run npm run build)`;
+    return addon;
+  }
+  try {
+    const loaded = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Addon;
+    if (!loaded.supported()) unavailableReason = "this CPU lacks AVX2/FMA";
+    else addon = loaded;
+  } catch (error) {
+    unavailableReason = `failed to load: ${error instanceof Error ? error.message : String(error)}`;
+  }
+  return addon;
+}
+
+/** Whether the native GEMM can run here, and if not, why. */
+export function nativeGemmStatus(): { available: true } | { available: false; reason: string } {
+  return loadAddon() ? { available: true } : { available: false, reason: unavailableReason };
+}
+
+export interface NativeGemmOptions {
+  /** Threads a large product is split over, the calling one included (default 1). */
+  threads?: number;
+  /** Products of fewer FLOPs (2·m·k·n) stay on the calling thread (default DEFAULT_MIN_FLOPS). */
+  minFlops?: number;
+}
+
+export interface NativeGemm extends Gemm {
+  readonly threads: number;
+}
+
+/**
+ * The native GEMM: C = op(A)·op(B) with 256-bit FMA kernels, over `threads` threads for large products. Any
+ * Float32Arrays work (plain, or allocateF32's views into the WebAssembly memory); nothing is copied. Results differ
+ * from the WebAssembly kernel's in the last bits (fused multiply-add, another summation order). Throws where
+ * nativeGemmStatus() says it is unavailable.
+ */
+export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
+  const native = loadAddon();
+  if (!native) throw new Error(`native GEMM unavailable: ${unavailableReason}`);
+  const threads = options.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 1)
+    throw new RangeError("nativeGemm: threads must be a positive integer");
+  const minFlops = options.minFlops ?? DEFAULT_MIN_FLOPS;
+  const run = (
+    transA: number,
+    transB: number,
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    accumulate = false,
+  ): void => {
+    checkGemmArgs(a, b, c, m, k, n);
+    const split = threads > 1 && 2 * m * k * n >= minFlops ? threads : 1;
+    native.gemm(transA, transB, a, b, c, m, k, n, accumulate ? 1 : 0, split);
+  };
+  return {
+    nn: (a, b, c, m, k, n, accumulate) => run(0, 0, a, b, c, m, k, n, accumulate),
+    nt: (a, bt, c, m, k, n, accumulate) => run(0, 1, a, bt, c, m, k, n, accumulate),
+    tn: (at, b, c, m, k, n, accumulate) => run(1, 0, at, b, c, m, k, n, accumulate),
+    threads,
+  };
+}
