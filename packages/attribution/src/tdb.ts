@@ -644,29 +644,17 @@ function logitsResponse(
 
 /** Σ_v logits[t, v] for every token: ln_f(x)[t] · Σ_v W_U[v], without computing every row of logits. */
 export function logitRowSums(ctx: TdbModelContext, run: InferenceResult): Float64Array {
-  const d = ctx.model.config.nEmbd;
+  const { nEmbd: d, vocabSize: V } = ctx.model.config;
   const T = run.tokens.length;
-  const columnSum = unembeddingColumnSum(ctx);
+  const mean = columnMean(ctx.model.weights.unembedding, V, d);
   const hF = run.forward.activations.get(hookKey("resid.post_ln_f", null))!;
   const sums = new Float64Array(T);
   for (let t = 0; t < T; t++) {
     let s = 0;
-    for (let i = 0; i < d; i++) s += hF[t * d + i] * columnSum[i];
-    sums[t] = s;
+    for (let i = 0; i < d; i++) s += hF[t * d + i] * mean[i];
+    sums[t] = s * V;
   }
   return sums;
-}
-
-const columnSumCache = new WeakMap<Float32Array, Float64Array>();
-function unembeddingColumnSum(ctx: TdbModelContext): Float64Array {
-  const w = ctx.model.weights.unembedding;
-  const cached = columnSumCache.get(w);
-  if (cached) return cached;
-  const { vocabSize: V, nEmbd: d } = ctx.model.config;
-  const sum = new Float64Array(d);
-  for (let v = 0; v < V; v++) for (let i = 0; i < d; i++) sum[i] += w[v * d + i];
-  columnSumCache.set(w, sum);
-  return sum;
 }
 
 /** The residual-stream write vector of a node in this inference (biases excluded). */
@@ -702,6 +690,53 @@ export function writeVector(ctx: TdbModelContext, run: InferenceResult, node: No
   return out;
 }
 
+/** Rows per product in forEachScoreRow: bounds its reused score buffer (64 × 50257 floats = 13 MB). */
+const SCORING_ROWS = 64;
+let scoreBuffer = new Float32Array(0);
+const columnMeanCache = new WeakMap<Float32Array, Float64Array>();
+
+/** The mean of the rows of `matrix` ([V, d]), in float64, computed once per matrix. */
+function columnMean(matrix: Float32Array, V: number, d: number): Float64Array {
+  const cached = columnMeanCache.get(matrix);
+  if (cached) return cached;
+  const mean = new Float64Array(d);
+  for (let v = 0; v < V; v++) for (let i = 0; i < d; i++) mean[i] += matrix[v * d + i];
+  for (let i = 0; i < d; i++) mean[i] /= V;
+  columnMeanCache.set(matrix, mean);
+  return mean;
+}
+
+/**
+ * Scores each row r of `directions` ([n, d]) against every row of `matrix` ([V, d]) and calls use(r, scores, mean)
+ * with the row's [V] scores and their mean over the vocabulary. The mean is direction · (column mean of matrix), so
+ * centring costs no pass over the scores, and subtracting it changes no ranking: callers select on the raw scores
+ * and subtract the mean from the few they report. Rows go through the GEMM in near-equal chunks of at most
+ * SCORING_ROWS (131 rows: 3 × 44, not 64 + 64 + 3); `scores` is a reused buffer that `use` must not keep.
+ */
+function forEachScoreRow(
+  directions: Float32Array,
+  n: number,
+  matrix: Float32Array,
+  d: number,
+  V: number,
+  use: (r: number, scores: Float32Array, mean: number) => void,
+): void {
+  if (n === 0) return;
+  const chunks = Math.ceil(n / SCORING_ROWS);
+  const rowsPerChunk = Math.ceil(n / chunks);
+  if (scoreBuffer.length < rowsPerChunk * V) scoreBuffer = new Float32Array(rowsPerChunk * V);
+  const mean = columnMean(matrix, V, d);
+  for (let start = 0; start < n; start += rowsPerChunk) {
+    const rows = Math.min(rowsPerChunk, n - start);
+    defaultGemm().nt(directions.subarray(start * d, (start + rows) * d), matrix, scoreBuffer, rows, d, V);
+    for (let r = 0; r < rows; r++) {
+      let m = 0;
+      for (let i = 0; i < d; i++) m += directions[(start + r) * d + i] * mean[i];
+      use(start + r, scoreBuffer.subarray(r * V, (r + 1) * V), m);
+    }
+  }
+}
+
 /** Scores of every vocabulary entry for each row of `directions` ([N, d]) against `matrix` ([V, d]). */
 function scoreAgainstVocabulary(
   directions: Float32Array,
@@ -724,6 +759,18 @@ export function topTokens(
 ): TopTokens {
   const { largest: top, smallest: bottom } = largestAndSmallest(scores, count, excluded);
   return tokenLists(ctx, top, bottom, (id) => scores[id]);
+}
+
+/** topTokens() of (scores − offset), selecting on the raw scores (the same ranking). */
+function topTokensOffset(
+  ctx: TdbContext,
+  scores: Float32Array,
+  offset: number,
+  excluded: ReadonlySet<number>,
+  count: number,
+): TopTokens {
+  const { largest: top, smallest: bottom } = largestAndSmallest(scores, count, excluded);
+  return tokenLists(ctx, top, bottom, (id) => scores[id] - offset);
 }
 
 function tokenLists(
@@ -810,8 +857,10 @@ function cacheUnitLists(key: string, entry: UnitTokenLists): void {
 }
 
 /**
- * Top tokens for each (node, unit direction) pair: cached row lists where present; the rest scored in chunks of
- * 64 rows against `matrix` after `prepare` turns a weight row into the scoring direction (e.g. ⊙ γ), then cached.
+ * Top tokens for each (node, unit direction) pair: cached row lists where present; the rest scored against `matrix`
+ * after `prepare` turns a weight row into the scoring direction (e.g. ⊙ γ), then cached. `direct` rows (directions
+ * that depend on the request, such as a head's write) are scored in the same products and not cached. With
+ * `center`, scores are taken minus their mean over the vocabulary.
  */
 function scoredTokensOfUnits(
   ctx: TdbModelContext & TdbContext,
@@ -822,41 +871,43 @@ function scoredTokensOfUnits(
   center: boolean,
   excluded: ReadonlySet<number>,
   count: number,
-): TopTokens[] {
+  direct: readonly Float32Array[] = [],
+): { units: TopTokens[]; direct: TopTokens[] } {
   const { nEmbd: d, vocabSize: V } = ctx.model.config;
   const lists: (UnitTokenLists | undefined)[] = units.map((unit) =>
     cachedUnitLists(unitCacheKey(kind, unit, count, excluded)),
   );
   const missing = units.map((_, i) => i).filter((i) => lists[i] === undefined);
-  for (let start = 0; start < missing.length; start += 64) {
-    const chunk = missing.slice(start, start + 64);
-    const directions = new Float32Array(chunk.length * d);
-    chunk.forEach((i, r) => {
-      prepare(units[i], directions.subarray(r * d, (r + 1) * d));
-    });
-    const scores = scoreAgainstVocabulary(directions, chunk.length, matrix, d, V);
-    chunk.forEach((i, r) => {
-      const row = scores.subarray(r * V, (r + 1) * V);
-      if (center) {
-        let mean = 0;
-        for (let v = 0; v < V; v++) mean += row[v];
-        mean /= V;
-        for (let v = 0; v < V; v++) row[v] -= mean;
-      }
-      const picked = largestAndSmallest(row, count, excluded);
-      const entry: UnitTokenLists = { top: picked.largest, bottom: picked.smallest, scores: new Map() };
-      for (const id of [...picked.largest, ...picked.smallest]) entry.scores.set(id, row[id]);
-      cacheUnitLists(unitCacheKey(kind, units[i], count, excluded), entry);
-      lists[i] = entry;
-    });
-  }
-  return units.map((unit, i) => {
+  const n = missing.length + direct.length;
+  const directions = new Float32Array(n * d);
+  missing.forEach((i, r) => {
+    prepare(units[i], directions.subarray(r * d, (r + 1) * d));
+  });
+  direct.forEach((row, r) => {
+    directions.set(row, (missing.length + r) * d);
+  });
+  const directLists: TopTokens[] = [];
+  forEachScoreRow(directions, n, matrix, d, V, (r, row, mean) => {
+    const offset = center ? mean : 0;
+    if (r >= missing.length) {
+      directLists.push(topTokensOffset(ctx, row, offset, excluded, count));
+      return;
+    }
+    const i = missing[r];
+    const picked = largestAndSmallest(row, count, excluded);
+    const entry: UnitTokenLists = { top: picked.largest, bottom: picked.smallest, scores: new Map() };
+    for (const id of [...picked.largest, ...picked.smallest]) entry.scores.set(id, row[id] - offset);
+    cacheUnitLists(unitCacheKey(kind, units[i], count, excluded), entry);
+    lists[i] = entry;
+  });
+  const unitLists = units.map((unit, i) => {
     const entry = lists[i]!;
     const c = unit.factor;
     // factor < 0 reverses the order: the row's lowest scores are the node's highest.
     const [top, bottom] = c < 0 ? [entry.bottom, entry.top] : [entry.top, entry.bottom];
     return tokenLists(ctx, top, bottom, (id) => c * entry.scores.get(id)!);
   });
+  return { units: unitLists, direct: directLists };
 }
 
 /** The node's write as factor × a fixed weight row, or null when it is not of that form (heads, embeddings). */
@@ -935,7 +986,13 @@ export function upvotedOutputTokens(
   const prepare = ({ rows, row }: UnitDirection, dst: Float32Array) => {
     for (let j = 0; j < d; j++) dst[j] = rows[row * d + j] * gain[j];
   };
-  const fromUnits = scoredTokensOfUnits(
+  // Heads (and anything else whose write depends on the request): write ⊙ γ_f, scored in the same products.
+  const directRows = direct.map((i) => {
+    const w = writeVector(ctx, run, nodes[i]);
+    for (let j = 0; j < d; j++) w[j] *= gain[j];
+    return w;
+  });
+  const scored = scoredTokensOfUnits(
     ctx,
     "output",
     units,
@@ -944,22 +1001,14 @@ export function upvotedOutputTokens(
     true,
     excluded,
     count,
+    directRows,
   );
   unitNodes.forEach((i, k) => {
-    out[i] = fromUnits[k];
+    out[i] = scored.units[k];
   });
-  // Heads (and anything else whose write depends on the request): scored directly, in chunks of 64.
-  for (let start = 0; start < direct.length; start += 64) {
-    const chunk = direct.slice(start, start + 64);
-    const scores = outputTokenScores(
-      ctx,
-      run,
-      chunk.map((i) => nodes[i]),
-    );
-    chunk.forEach((i, r) => {
-      out[i] = topTokens(ctx, scores[r], excluded, count);
-    });
-  }
+  direct.forEach((i, k) => {
+    out[i] = scored.direct[k];
+  });
   return out;
 }
 
@@ -975,7 +1024,7 @@ export function inputTokensThatUpvoteMlp(
   count = 10,
 ): (TopTokens | null)[] {
   const { model } = ctx;
-  const { nEmbd: d, nInner: F, vocabSize: V } = model.config;
+  const { nEmbd: d, nInner: F } = model.config;
   const eligible = nodes
     .map((n, i) => ({ n, i }))
     .filter(
@@ -984,9 +1033,35 @@ export function inputTokensThatUpvoteMlp(
         (n.kind === "mlp_latent" && ctx.mlpAutoencoder?.site !== "resid_delta_mlp"),
     );
   const out: (TopTokens | null)[] = nodes.map(() => null);
+  // Latents: the gradient of the latent's pre-activation w.r.t. the LN2 input at its token (depends on the token,
+  // so not cacheable); scored in the same products as the neurons below.
+  const latents = eligible.filter(({ n }) => n.kind !== "mlp_neuron");
+  const reads = latents.map(({ n }) => {
+    const L = n.layer!;
+    const lw = model.weights.layers[L];
+    const t = n.tensorIndices[0];
+    const dh = new Float32Array(d);
+    const ae = (ctx.mlpAutoencoder as AutoencoderFamily).byLayer.get(L)!;
+    const pre = run.forward.activations.get(hookKey("mlp.pre_act", L))!.subarray(t * F, (t + 1) * F);
+    const enc = ae.encoderRow(n.tensorIndices[1]);
+    const dPre = new Float32Array(F);
+    for (let f = 0; f < F; f++) dPre[f] = enc[f] * geluNewDerivative(pre[f]);
+    for (let i = 0; i < d; i++) {
+      let acc = 0;
+      for (let f = 0; f < F; f++) acc += lw.fcWeight[i * F + f] * dPre[f];
+      dh[i] = acc;
+    }
+    const scale = run.forward.activations.get(hookKey("mlp_ln.scale", L))![t];
+    let mean = 0;
+    for (let i = 0; i < d; i++) mean += dh[i] * lw.ln2Gain[i];
+    mean /= d;
+    const read = new Float32Array(d);
+    for (let i = 0; i < d; i++) read[i] = (dh[i] * lw.ln2Gain[i] - mean) / scale;
+    return read;
+  });
   // Neurons: the read is (W_fc[:, j] ⊙ γ2 − mean) / σ_t, a weight row over the token's LN scale.
   const neurons = eligible.filter(({ n }) => n.kind === "mlp_neuron");
-  const neuronLists = scoredTokensOfUnits(
+  const scored = scoredTokensOfUnits(
     ctx,
     "input",
     neurons.map(({ n }) => {
@@ -1006,37 +1081,13 @@ export function inputTokensThatUpvoteMlp(
     false,
     excluded,
     count,
+    reads,
   );
   neurons.forEach(({ i }, k) => {
-    out[i] = neuronLists[k];
+    out[i] = scored.units[k];
   });
-  const latents = eligible.filter(({ n }) => n.kind !== "mlp_neuron");
-  const reads = new Float32Array(latents.length * d);
-  latents.forEach(({ n }, row) => {
-    const L = n.layer!;
-    const lw = model.weights.layers[L];
-    const t = n.tensorIndices[0];
-    // Gradient of the latent's pre-activation w.r.t. the LN2 output h2[t] (depends on the token: not cacheable).
-    const dh = new Float32Array(d);
-    const ae = (ctx.mlpAutoencoder as AutoencoderFamily).byLayer.get(L)!;
-    const pre = run.forward.activations.get(hookKey("mlp.pre_act", L))!.subarray(t * F, (t + 1) * F);
-    const enc = ae.encoderRow(n.tensorIndices[1]);
-    const dPre = new Float32Array(F);
-    for (let f = 0; f < F; f++) dPre[f] = enc[f] * geluNewDerivative(pre[f]);
-    for (let i = 0; i < d; i++) {
-      let acc = 0;
-      for (let f = 0; f < F; f++) acc += lw.fcWeight[i * F + f] * dPre[f];
-      dh[i] = acc;
-    }
-    const scale = run.forward.activations.get(hookKey("mlp_ln.scale", L))![t];
-    let mean = 0;
-    for (let i = 0; i < d; i++) mean += dh[i] * lw.ln2Gain[i];
-    mean /= d;
-    for (let i = 0; i < d; i++) reads[row * d + i] = (dh[i] * lw.ln2Gain[i] - mean) / scale;
-  });
-  const scores = scoreAgainstVocabulary(reads, latents.length, model.weights.tokenEmbedding, d, V);
-  latents.forEach(({ i }, row) => {
-    out[i] = topTokens(ctx, scores.subarray(row * V, (row + 1) * V), excluded, count);
+  latents.forEach(({ i }, k) => {
+    out[i] = scored.direct[k];
   });
   return out;
 }
