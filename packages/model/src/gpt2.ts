@@ -298,9 +298,9 @@ export class Gpt2Model {
       q = site("attn.q", l, q, [T, H, Dh]);
       k = site("attn.k", l, k, [T, H, Dh]);
       v = site("attn.v", l, v, [T, H, Dh]);
-      const logits = site("attn.qk_logits", l, attentionLogits(q, k, shape), [T, T, H]);
+      const logits = site("attn.qk_logits", l, attentionLogits(q, k, shape, this.gemm), [T, T, H]);
       const probs = site("attn.qk_probs", l, attentionSoftmax(logits, shape), [T, T, H]);
-      const vOut = site("attn.v_out", l, attentionMix(probs, v, shape), [T, H, Dh]);
+      const vOut = site("attn.v_out", l, attentionMix(probs, v, shape, this.gemm), [T, H, Dh]);
       let deltaAttn: Float32Array = new Float32Array(T * d);
       this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, T, d, d);
       addBiasRows(deltaAttn, lw.attnOutBias, T, d);
@@ -483,7 +483,13 @@ export class Gpt2Model {
       let dProbs: Float32Array | null = null;
       let dv: Float32Array | null = null;
       if (dvOut) {
-        const mixed = attentionMixBackward(dvOut, act("attn.qk_probs", l), act("attn.v", l), shape);
+        const mixed = attentionMixBackward(
+          dvOut,
+          act("attn.qk_probs", l),
+          act("attn.v", l),
+          shape,
+          this.gemm,
+        );
         dProbs = mixed.dProbs;
         dv = mixed.dv;
       }
@@ -493,7 +499,7 @@ export class Gpt2Model {
       let dq: Float32Array | null = null;
       let dk: Float32Array | null = null;
       if (dLogitsAttn) {
-        const qk = attentionLogitsBackward(dLogitsAttn, act("attn.q", l), act("attn.k", l), shape);
+        const qk = attentionLogitsBackward(dLogitsAttn, act("attn.q", l), act("attn.k", l), shape, this.gemm);
         dq = qk.dq;
         dk = qk.dk;
       }

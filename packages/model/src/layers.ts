@@ -1,5 +1,8 @@
+import type { Gemm } from "@tdb/tensor";
+
 /**
- * GPT-2's non-GEMM layers as forward/backward pairs over explicit row-major buffers (llm.c style).
+ * GPT-2's layers other than the weight products, as forward/backward pairs over explicit row-major buffers (llm.c
+ * style). Given a GEMM, attention runs as per-head matrix products.
  * Accumulation is in float64 where it sums over a row, which keeps us within ~1e-6 of PyTorch's float32.
  */
 
@@ -193,13 +196,70 @@ export interface AttentionShape {
 }
 
 /**
- * Causal attention logits S[t,u,h] = q[t,h]·k[u,h] for u ≤ t, -Infinity above the diagonal.
- * q, k, v are [T, H, Dh]; the result is TDB's [query, key, head] layout.
+ * Below this many tokens the attention products stay in plain loops: per-head matrix products only pay once each
+ * head's T×T block is worth a call.
  */
-export function attentionLogits(q: Float32Array, k: Float32Array, shape: AttentionShape): Float32Array {
+const ATTENTION_GEMM_MIN_TOKENS = 8;
+
+function useGemm(gemm: Gemm | undefined, shape: AttentionShape): gemm is Gemm {
+  return gemm !== undefined && shape.tokens >= ATTENTION_GEMM_MIN_TOKENS;
+}
+
+/** Head h of x [T, H, Dh] as a contiguous [T, Dh] block. */
+function headBlock(
+  x: Float32Array,
+  h: number,
+  { tokens: T, heads: H, headDim: Dh }: AttentionShape,
+): Float32Array {
+  const out = new Float32Array(T * Dh);
+  const d = H * Dh;
+  for (let t = 0; t < T; t++) out.set(x.subarray(t * d + h * Dh, t * d + (h + 1) * Dh), t * Dh);
+  return out;
+}
+
+/** Adds (or writes) a [T, Dh] block into head h of x [T, H, Dh]. */
+function putHeadBlock(
+  x: Float32Array,
+  block: Float32Array,
+  h: number,
+  { tokens: T, heads: H, headDim: Dh }: AttentionShape,
+): void {
+  const d = H * Dh;
+  for (let t = 0; t < T; t++) x.set(block.subarray(t * Dh, (t + 1) * Dh), t * d + h * Dh);
+}
+
+/**
+ * Head h of a [T, T, H] pair tensor as a contiguous [T, T] block (query rows, key columns), zero above the diagonal:
+ * keys after the query never count, whatever an edit left there (as in the loops, which never visit them).
+ */
+function causalPairBlock(x: Float32Array, h: number, { tokens: T, heads: H }: AttentionShape): Float32Array {
+  const out = new Float32Array(T * T);
+  for (let t = 0; t < T; t++) for (let u = 0; u <= t; u++) out[t * T + u] = x[(t * T + u) * H + h];
+  return out;
+}
+
+/**
+ * Causal attention logits S[t,u,h] = q[t,h]·k[u,h] for u ≤ t, -Infinity above the diagonal.
+ * q, k, v are [T, H, Dh]; the result is TDB's [query, key, head] layout. With a GEMM (and enough tokens) each head
+ * is one q_h·k_hᵀ product.
+ */
+export function attentionLogits(
+  q: Float32Array,
+  k: Float32Array,
+  shape: AttentionShape,
+  gemm?: Gemm,
+): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
   const s = new Float32Array(T * T * H).fill(Number.NEGATIVE_INFINITY);
+  if (useGemm(gemm, shape)) {
+    const block = new Float32Array(T * T);
+    for (let h = 0; h < H; h++) {
+      gemm.nt(headBlock(q, h, shape), headBlock(k, h, shape), block, T, Dh, T);
+      for (let t = 0; t < T; t++) for (let u = 0; u <= t; u++) s[(t * T + u) * H + h] = block[t * T + u];
+    }
+    return s;
+  }
   for (let t = 0; t < T; t++) {
     for (let u = 0; u <= t; u++) {
       for (let h = 0; h < H; h++) {
@@ -233,11 +293,24 @@ export function attentionSoftmax(logits: Float32Array, shape: AttentionShape): F
   return p;
 }
 
-/** vOut[t,h,:] = Σ_u P[t,u,h]·v[u,h,:]. */
-export function attentionMix(probs: Float32Array, v: Float32Array, shape: AttentionShape): Float32Array {
+/** vOut[t,h,:] = Σ_u P[t,u,h]·v[u,h,:] (with a GEMM: P_h·v_h per head). */
+export function attentionMix(
+  probs: Float32Array,
+  v: Float32Array,
+  shape: AttentionShape,
+  gemm?: Gemm,
+): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
   const out = new Float32Array(T * d);
+  if (useGemm(gemm, shape)) {
+    const block = new Float32Array(T * Dh);
+    for (let h = 0; h < H; h++) {
+      gemm.nn(causalPairBlock(probs, h, shape), headBlock(v, h, shape), block, T, T, Dh);
+      putHeadBlock(out, block, h, shape);
+    }
+    return out;
+  }
   for (let t = 0; t < T; t++) {
     for (let u = 0; u <= t; u++) {
       for (let h = 0; h < H; h++) {
@@ -252,17 +325,31 @@ export function attentionMix(probs: Float32Array, v: Float32Array, shape: Attent
   return out;
 }
 
-/** Backward of attentionMix: dP and dv from dvOut. */
+/** Backward of attentionMix: dP and dv from dvOut (with a GEMM: dP_h = dOut_h·v_hᵀ, dv_h = P_hᵀ·dOut_h). */
 export function attentionMixBackward(
   dOut: Float32Array,
   probs: Float32Array,
   v: Float32Array,
   shape: AttentionShape,
+  gemm?: Gemm,
 ): { dProbs: Float32Array; dv: Float32Array } {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
   const dProbs = new Float32Array(T * T * H);
   const dv = new Float32Array(T * d);
+  if (useGemm(gemm, shape)) {
+    const pairs = new Float32Array(T * T);
+    const block = new Float32Array(T * Dh);
+    for (let h = 0; h < H; h++) {
+      const dOutH = headBlock(dOut, h, shape);
+      gemm.nt(dOutH, headBlock(v, h, shape), pairs, T, Dh, T);
+      // Keys after the query get no gradient (they are masked in the forward pass).
+      for (let t = 0; t < T; t++) for (let u = 0; u <= t; u++) dProbs[(t * T + u) * H + h] = pairs[t * T + u];
+      gemm.tn(causalPairBlock(probs, h, shape), dOutH, block, T, T, Dh);
+      putHeadBlock(dv, block, h, shape);
+    }
+    return { dProbs, dv };
+  }
   for (let t = 0; t < T; t++) {
     for (let u = 0; u <= t; u++) {
       for (let h = 0; h < H; h++) {
@@ -305,17 +392,29 @@ export function attentionSoftmaxBackward(
   return dLogits;
 }
 
-/** Backward of attentionLogits: dq and dk from dS. */
+/** Backward of attentionLogits: dq and dk from dS (with a GEMM: dq_h = dS_h·k_h, dk_h = dS_hᵀ·q_h). */
 export function attentionLogitsBackward(
   dLogits: Float32Array,
   q: Float32Array,
   k: Float32Array,
   shape: AttentionShape,
+  gemm?: Gemm,
 ): { dq: Float32Array; dk: Float32Array } {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
   const dq = new Float32Array(T * d);
   const dk = new Float32Array(T * d);
+  if (useGemm(gemm, shape)) {
+    const block = new Float32Array(T * Dh);
+    for (let h = 0; h < H; h++) {
+      const dS = causalPairBlock(dLogits, h, shape);
+      gemm.nn(dS, headBlock(k, h, shape), block, T, T, Dh);
+      putHeadBlock(dq, block, h, shape);
+      gemm.tn(dS, headBlock(q, h, shape), block, T, T, Dh);
+      putHeadBlock(dk, block, h, shape);
+    }
+    return { dq, dk };
+  }
   for (let t = 0; t < T; t++) {
     for (let u = 0; u <= t; u++) {
       for (let h = 0; h < H; h++) {
