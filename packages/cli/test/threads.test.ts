@@ -1,11 +1,13 @@
 import { availableParallelism } from "node:os";
 import { currentDefaultGemm, setDefaultGemm, wasmGemm } from "@tdb/tensor";
-import type { ThreadedGemm } from "@tdb/tensor/node";
+import { fastestGemm, type ThreadedGemm } from "@tdb/tensor/node";
 import { afterEach, describe, expect, it } from "vitest";
 import { UsageError } from "../src/main.js";
 import { applyThreadsFlag } from "../src/threads.js";
 
 const installed = () => currentDefaultGemm() as Partial<ThreadedGemm>;
+/** Whether the CLI picks the native GEMM here (built, supported, and TDB_GEMM does not ask for wasm). */
+const nativePicked = fastestGemm(1).engine === "native";
 
 afterEach(() => {
   installed().close?.();
@@ -23,7 +25,7 @@ describe("applyThreadsFlag", () => {
     expect(installed().threads).toBe(2);
   });
 
-  it("--threads=1 keeps the single-thread GEMM; arguments after -- are left alone", () => {
+  it("--threads=1 installs a single-thread GEMM (native where built); arguments after -- are left alone", () => {
     expect(applyThreadsFlag(["--threads=1", "--prompt", "hi", "--", "--threads", "3"])).toEqual([
       "--prompt",
       "hi",
@@ -31,12 +33,14 @@ describe("applyThreadsFlag", () => {
       "--threads",
       "3",
     ]);
-    expect(currentDefaultGemm()).toBe(wasmGemm());
+    if (nativePicked) expect(installed().threads).toBe(1);
+    else expect(currentDefaultGemm()).toBe(wasmGemm());
   });
 
   it("defaults to two threads where two cores are available", () => {
     expect(applyThreadsFlag([])).toEqual([]);
     if (availableParallelism() >= 2) expect(installed().threads).toBe(2);
+    else if (nativePicked) expect(installed().threads).toBe(1);
     else expect(currentDefaultGemm()).toBe(wasmGemm());
   });
 
