@@ -2,8 +2,9 @@
 // the default settings (top 20, random 20), writing a real SQLite file. benchCollate() resolves to
 // [{bench: "collate-gpt2-small-shaped", tokens_per_s, …}]: tokens_per_s covers 8 sequences after 2 warm-up
 // sequences (forward, write norms, top-k/random/statistics bookkeeping); the last commit is timed apart. It runs on
-// the GEMM the CLI picks on one thread (native where built, else WebAssembly), and again on the WebAssembly
-// kernel (collate-gpt2-small-shaped-wasm) where the pick is native.
+// the GEMM the CLI picks on one thread (native where built, else WebAssembly), again on two threads
+// (collate-gpt2-small-shaped-2t, what `tdb collate` does on 2+ cores) and on the WebAssembly kernel
+// (collate-gpt2-small-shaped-wasm) where the pick is native.
 import { readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -10,17 +10,26 @@ const jsonOnly = process.argv.includes("--json");
 const suites = [
   ["gemm", benchGemm],
   ["model", benchModel],
-  ["torch baseline (dev machines with .venv only)", benchTorch],
+  ["torch baseline (dev machines with .venv only)", () => benchTorch("torch_gpt2.py", 1)],
+  ["torch baseline, 2 threads", () => benchTorch("torch_gpt2.py", 2)],
   ["collate", benchCollate],
-  ["torch forward, collation shapes (dev machines with .venv only)", () => benchTorch("torch_forward.py")],
+  ["torch forward, collation shapes (dev machines with .venv only)", () => benchTorch("torch_forward.py", 1)],
+  ["torch forward, collation shapes, 2 threads", () => benchTorch("torch_forward.py", 2)],
 ];
 
 /** PyTorch's numbers on this machine in the same run, so ratios compare like with like. */
-async function benchTorch(file = "torch_gpt2.py") {
+async function benchTorch(file, threads) {
   const python = new URL("../../.venv/bin/python", import.meta.url).pathname;
   if (!existsSync(python)) return [];
   const script = new URL(`./${file}`, import.meta.url).pathname;
-  const env = { ...process.env, OMP_NUM_THREADS: "1", OPENBLAS_NUM_THREADS: "1", MKL_NUM_THREADS: "1" };
+  const n = String(threads);
+  const env = {
+    ...process.env,
+    OMP_NUM_THREADS: n,
+    OPENBLAS_NUM_THREADS: n,
+    MKL_NUM_THREADS: n,
+    TDB_BENCH_THREADS: n,
+  };
   const out = execFileSync(python, [script], { env, encoding: "utf8" });
   return out
     .split("\n")
@@ -45,16 +54,17 @@ const ratio = (ours, theirs) => {
       JSON.stringify({ bench: `${ours}-vs-torch`, speedup: Number((b.median_ms / a.median_ms).toFixed(3)) }),
     );
 };
-ratio("gpt2-small-forward-t32", "torch-gpt2-small-forward-t32");
-ratio("gpt2-small-tdb-request-t32", "torch-gpt2-small-forward-backward-t32");
-// Collation throughput against PyTorch's forward on the same shapes (8 sequences of 64 tokens, batched).
-{
-  const ours = all.get("collate-gpt2-small-shaped");
-  const theirs = all.get("torch-gpt2-small-forward-8x64");
+// One thread against one thread, and two against two (the -2t lines).
+for (const suffix of ["", "-2t"]) {
+  ratio(`gpt2-small-forward-t32${suffix}`, `torch-gpt2-small-forward-t32${suffix}`);
+  ratio(`gpt2-small-tdb-request-t32${suffix}`, `torch-gpt2-small-forward-backward-t32${suffix}`);
+  // Collation throughput against PyTorch's forward on the same shapes (8 sequences of 64 tokens, batched).
+  const ours = all.get(`collate-gpt2-small-shaped${suffix}`);
+  const theirs = all.get(`torch-gpt2-small-forward-8x64${suffix}`);
   if (ours && theirs)
     console.log(
       JSON.stringify({
-        bench: "collate-gpt2-small-shaped-vs-torch-forward",
+        bench: `collate-gpt2-small-shaped${suffix}-vs-torch-forward`,
         speedup: Number((ours.tokens_per_s / theirs.tokens_per_s).toFixed(3)),
       }),
     );

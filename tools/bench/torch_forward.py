@@ -8,13 +8,17 @@ Run: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python
 """
 
 import json
+import os
 import statistics
 import time
 
 import torch
 from transformers import GPT2Config, GPT2Model
 
-torch.set_num_threads(1)
+# TDB_BENCH_THREADS=2 (set by run.js for the *-2t lines, with the BLAS thread variables to match).
+THREADS = int(os.environ.get("TDB_BENCH_THREADS", "1"))
+SUFFIX = "" if THREADS == 1 else f"-{THREADS}t"
+torch.set_num_threads(THREADS)
 torch.manual_seed(0)
 SEQUENCES, SEQ_LEN = 8, 64
 config = GPT2Config(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024)
@@ -48,4 +52,4 @@ def batched():
 tokens = SEQUENCES * SEQ_LEN
 for name, fn in [("1x64", one_at_a_time), ("8x64", batched)]:
     seconds = median_s(fn)
-    print(json.dumps({"bench": f"torch-gpt2-small-forward-{name}", "tokens_per_s": round(tokens / seconds, 1)}))
+    print(json.dumps({"bench": f"torch-gpt2-small-forward-{name}{SUFFIX}", "tokens_per_s": round(tokens / seconds, 1)}))

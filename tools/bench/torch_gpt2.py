@@ -5,13 +5,17 @@ Run: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python tools/bench/torch
 """
 
 import json
+import os
 import statistics
 import time
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-torch.set_num_threads(1)
+# TDB_BENCH_THREADS=2 (set by run.js for the *-2t lines, with the BLAS thread variables to match).
+THREADS = int(os.environ.get("TDB_BENCH_THREADS", "1"))
+SUFFIX = "" if THREADS == 1 else f"-{THREADS}t"
+torch.set_num_threads(THREADS)
 torch.manual_seed(0)
 model = GPT2LMHeadModel(GPT2Config(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024))
 model.eval()
@@ -46,5 +50,5 @@ def forward_backward():
     loss.backward()
 
 
-print(json.dumps({"bench": "torch-gpt2-small-forward-t32", "median_ms": median_ms(forward)}))
-print(json.dumps({"bench": "torch-gpt2-small-forward-backward-t32", "median_ms": median_ms(forward_backward)}))
+print(json.dumps({"bench": "torch-gpt2-small-forward-t32" + SUFFIX, "median_ms": median_ms(forward)}))
+print(json.dumps({"bench": "torch-gpt2-small-forward-backward-t32" + SUFFIX, "median_ms": median_ms(forward_backward)}))
