@@ -7,6 +7,7 @@
  * - sums are folded per sequence into a 2^-32 fixed-point integer held in two doubles, so adding them is exact and
  *   the order of sequences (or shards) cannot change a bit.
  */
+import { wasmElementwise } from "@tdb/tensor";
 import { type GroupSpec, KIND_ID, positionsPerSequence } from "./components.js";
 
 /** One unit of the fixed-point sums, 2^32 per 1.0. */
@@ -321,18 +322,28 @@ export class GroupAccumulator {
         `${this.spec.kind}@${this.spec.layer}: got ${values.length} values, expected ${P}×${n}`,
       );
     }
-    const smax = this.seqMax.fill(Number.NEGATIVE_INFINITY);
-    const ssum = this.seqSum.fill(0);
-    const ssq = this.seqSq.fill(0);
-    const spos = this.seqPositives.fill(0);
-    for (let p = 0; p < P; p++) {
-      const row = p * n;
-      for (let c = 0; c < n; c++) {
-        const v = values[row + c];
-        if (v > smax[c]) smax[c] = v;
-        ssum[c] += v;
-        ssq[c] += v * v;
-        if (v > 0) spos[c]++;
+    let smax = this.seqMax;
+    let ssum = this.seqSum;
+    let ssq = this.seqSq;
+    let spos: Float64Array | Int32Array = this.seqPositives;
+    const kernels = wasmElementwise();
+    if (kernels) {
+      // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8).
+      ({ max: smax, sum: ssum, sumSq: ssq, positives: spos } = kernels.columnStatistics(values, P, n));
+    } else {
+      smax.fill(Number.NEGATIVE_INFINITY);
+      ssum.fill(0);
+      ssq.fill(0);
+      spos.fill(0);
+      for (let p = 0; p < P; p++) {
+        const row = p * n;
+        for (let c = 0; c < n; c++) {
+          const v = values[row + c];
+          if (v > smax[c]) smax[c] = v;
+          ssum[c] += v;
+          ssq[c] += v * v;
+          if (v > 0) spos[c]++;
+        }
       }
     }
     const st = this.stats;

@@ -1,4 +1,4 @@
-import type { Gemm } from "@tdb/tensor";
+import { type Gemm, wasmElementwise } from "@tdb/tensor";
 
 /**
  * GPT-2's layers other than the weight products, as forward/backward pairs over explicit row-major buffers (llm.c
@@ -84,6 +84,14 @@ export type Activation = "gelu_new" | "gelu" | "relu";
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 export function activationForward(kind: Activation, x: Float32Array): Float32Array {
+  // gelu_new in float32 SIMD where WebAssembly runs (as PyTorch computes it, in float32); the loop below otherwise.
+  const kernels = kind === "gelu_new" ? wasmElementwise() : null;
+  if (kernels) return kernels.geluNew(x);
+  return activationForwardLoop(kind, x);
+}
+
+/** activationForward in plain TypeScript (float64 arithmetic, rounded once). */
+export function activationForwardLoop(kind: Activation, x: Float32Array): Float32Array {
   const y = new Float32Array(x.length);
   switch (kind) {
     case "gelu_new":
@@ -130,6 +138,13 @@ export function tanhFloat32(x: number): number {
 
 /** dx = dy · f'(x), written into a new array. */
 export function activationBackward(kind: Activation, x: Float32Array, dy: Float32Array): Float32Array {
+  const kernels = kind === "gelu_new" ? wasmElementwise() : null;
+  if (kernels) return kernels.geluNewBackward(x, dy);
+  return activationBackwardLoop(kind, x, dy);
+}
+
+/** activationBackward in plain TypeScript. */
+export function activationBackwardLoop(kind: Activation, x: Float32Array, dy: Float32Array): Float32Array {
   const dx = new Float32Array(x.length);
   switch (kind) {
     case "gelu_new":

@@ -4,7 +4,16 @@ import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
 export type { Gemm } from "./gemm.js";
 export { referenceGemm } from "./reference.js";
-export { allocateF32, freeF32, isWasmGemmAvailable, isWasmResident, wasmGemm } from "./wasm.js";
+export {
+  allocateF32,
+  type ColumnStatistics,
+  type ElementwiseKernels,
+  freeF32,
+  isWasmGemmAvailable,
+  isWasmResident,
+  wasmElementwise,
+  wasmGemm,
+} from "./wasm.js";
 
 let chosenGemm: Gemm | null = null;
 let builtinGemm: Gemm | undefined;

@@ -34,6 +34,17 @@ interface KernelExports {
   ): void;
   packASize(m: number, k: number): number;
   packBSize(k: number): number;
+  geluNew(x: number, y: number, n: number): void;
+  geluNewBackward(x: number, dy: number, dx: number, n: number): void;
+  columnStats(
+    values: number,
+    rows: number,
+    cols: number,
+    max: number,
+    sum: number,
+    sumSq: number,
+    positives: number,
+  ): void;
 }
 
 const PAGE_BYTES = 65536;
@@ -327,4 +338,93 @@ export function wasmGemm(): Gemm {
   if (!e) throw new Error(`WebAssembly GEMM unavailable: ${String(engineError)}`);
   wasmGemmInstance = createWasmGemm(e, (job) => runColumns(e, job, 0, job.n, 0));
   return wasmGemmInstance;
+}
+
+/** Per-column statistics of a row-major [rows × cols] matrix. */
+export interface ColumnStatistics {
+  /** Largest value per column (−∞ for none; NaN never wins). */
+  max: Float32Array;
+  /** Sum and sum of squares, in float64, added row by row. */
+  sum: Float64Array;
+  sumSq: Float64Array;
+  /** How many values are > 0. */
+  positives: Int32Array;
+}
+
+/** Elementwise loops as WebAssembly SIMD kernels: ~10× what V8 makes of the same loops in JavaScript. */
+export interface ElementwiseKernels {
+  /** gelu_new(x) (GPT-2's tanh GELU) in float32, into a new array. */
+  geluNew(x: Float32Array): Float32Array;
+  /** dy · gelu_new′(x), into a new array. */
+  geluNewBackward(x: Float32Array, dy: Float32Array): Float32Array;
+  columnStatistics(values: Float32Array, rows: number, cols: number): ColumnStatistics;
+}
+
+let elementwise: ElementwiseKernels | null | undefined;
+
+/** The elementwise kernels, or null where WebAssembly SIMD is unavailable (callers then run their own loops). */
+export function wasmElementwise(): ElementwiseKernels | null {
+  if (elementwise !== undefined) return elementwise;
+  const e = getEngine();
+  if (!e) {
+    elementwise = null;
+    return null;
+  }
+  // Operands outside the WASM memory are copied into named scratch blocks (released again when large).
+  const place = (name: string, array: Float32Array, length: number): number => {
+    if (e.contains(array)) return array.byteOffset;
+    const ptr = e.scratchBlock(name, length * 4);
+    e.view(ptr, length).set(array.subarray(0, length));
+    return ptr;
+  };
+  const done = (...names: string[]) => {
+    for (const name of names) e.trimScratch(name);
+  };
+  const k = e.kernel;
+  elementwise = {
+    geluNew(x) {
+      const n = x.length;
+      const out = e.scratchBlock("ew.out", n * 4);
+      k.geluNew(place("ew.x", x, n), out, n);
+      const y = e.view(out, n).slice();
+      done("ew.x", "ew.out");
+      return y;
+    },
+    geluNewBackward(x, dy) {
+      const n = x.length;
+      if (dy.length < n) throw new RangeError(`geluNewBackward: dy has ${dy.length} elements, needs ${n}`);
+      const out = e.scratchBlock("ew.out", n * 4);
+      k.geluNewBackward(place("ew.x", x, n), place("ew.dy", dy, n), out, n);
+      const dx = e.view(out, n).slice();
+      done("ew.x", "ew.dy", "ew.out");
+      return dx;
+    },
+    columnStatistics(values, rows, cols) {
+      if (
+        !Number.isInteger(rows) ||
+        !Number.isInteger(cols) ||
+        rows < 0 ||
+        cols < 0 ||
+        values.length < rows * cols
+      )
+        throw new RangeError(`columnStatistics: ${values.length} values cannot be ${rows} × ${cols}`);
+      // One block for the outputs: max and positives (4 bytes each), sum and sumSq (8 bytes each), 8-aligned.
+      const stats = e.scratchBlock("ew.stats", cols * 24 + 8);
+      const sum = stats;
+      const sumSq = stats + cols * 8;
+      const max = stats + cols * 16;
+      const positives = max + cols * 4;
+      k.columnStats(place("ew.x", values, rows * cols), rows, cols, max, sum, sumSq, positives);
+      const buffer = e.buffer();
+      const result = {
+        max: new Float32Array(buffer, max, cols).slice(),
+        sum: new Float64Array(buffer, sum, cols).slice(),
+        sumSq: new Float64Array(buffer, sumSq, cols).slice(),
+        positives: new Int32Array(buffer, positives, cols).slice(),
+      };
+      done("ew.x");
+      return result;
+    },
+  };
+  return elementwise;
 }

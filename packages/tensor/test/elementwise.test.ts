@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { allocateF32, wasmElementwise } from "../src/index.js";
+import { random } from "./gemm-oracle.js";
+
+const kernels = wasmElementwise();
+
+/** The plain float64 loop that columnStatistics replaces (the collator's original code). */
+function loopStatistics(values: Float32Array, rows: number, cols: number) {
+  const max = new Float32Array(cols).fill(Number.NEGATIVE_INFINITY);
+  const sum = new Float64Array(cols);
+  const sumSq = new Float64Array(cols);
+  const positives = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const v = values[r * cols + c];
+      if (v > max[c]) max[c] = v;
+      sum[c] += v;
+      sumSq[c] += v * v;
+      if (v > 0) positives[c]++;
+    }
+  }
+  return { max, sum, sumSq, positives };
+}
+
+describe.skipIf(!kernels)("wasmElementwise().columnStatistics", () => {
+  it("equals the float64 loop bit for bit, NaN, infinities and ragged widths included", () => {
+    for (const [rows, cols] of [
+      [1, 1],
+      [3, 5],
+      [64, 3075],
+      [7, 8],
+    ]) {
+      const values = random(rows * cols, rows + cols);
+      values[0] = Number.NaN;
+      if (values.length > 2) values[2] = Number.POSITIVE_INFINITY;
+      if (values.length > 3) values[3] = -0;
+      const got = kernels!.columnStatistics(values, rows, cols);
+      const want = loopStatistics(values, rows, cols);
+      expect(Array.from(got.max)).toEqual(Array.from(want.max));
+      expect(Array.from(got.sum)).toEqual(Array.from(want.sum));
+      expect(Array.from(got.sumSq)).toEqual(Array.from(want.sumSq));
+      expect(Array.from(got.positives)).toEqual(Array.from(want.positives));
+    }
+  });
+
+  it("reads values inside WASM memory in place and rejects a shape the values cannot fill", () => {
+    const values = allocateF32(6);
+    values.set([1, -2, 3, 4, 5, -6]);
+    const got = kernels!.columnStatistics(values.subarray(0, 6), 2, 3);
+    expect(Array.from(got.max)).toEqual([4, 5, 3]);
+    expect(Array.from(got.positives)).toEqual([2, 1, 1]);
+    expect(() => kernels!.columnStatistics(values, 4, 3)).toThrow(RangeError);
+    expect(() => kernels!.columnStatistics(values, 1.5, 2)).toThrow(RangeError);
+  });
+
+  it("geluNewBackward rejects a dy shorter than x", () => {
+    expect(() => kernels!.geluNewBackward(new Float32Array(4), new Float32Array(3))).toThrow(RangeError);
+  });
+});
