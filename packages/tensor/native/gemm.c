@@ -4,7 +4,8 @@
 // kernel is used instead.
 //
 //  * A·B and Atᵀ·B: packed panels (B strips [kc][24], A groups [kc][4]) and a 4×24 register tile (12 ymm
-//    accumulators). Blocks: KC deep, MC rows of A per packed block.
+//    accumulators). Blocks: KC deep, MC rows of A per packed block, PANEL
+//    columns of B packed at a time.
 //  * A·Btᵀ: dot products of A rows with Bt rows (both contiguous in k), 4×3 register tile, no packing: Bt is
 //    usually a large weight matrix read once, in place.
 #include <node_api.h>
@@ -22,7 +23,7 @@
 #define TDB_X86 0
 #endif
 
-enum { MR = 4, NR = 24, KC = 256, MC = 256, KC_DOT = 1024, MC_DOT = 64 };
+enum { MR = 4, NR = 24, PANEL = 4 * NR, KC = 256, MC = 256, KC_DOT = 1024, MC_DOT = 64 };
 
 typedef struct {
   int transA, transB, m, k, n, accumulate;
@@ -137,23 +138,27 @@ AVX2 static void kernel4x24(int kc, const float *ap, const float *bp, const floa
   storeEdge(tile, c, ldc, mr, nr, add);
 }
 
-// Packs B[kc × nc] (element (p, j) at b[p*rsb + j]) into 24-column strips [kc][24], zero-padding the last strip.
-AVX2 static void packStrips(const float *b, size_t rsb, int kc, int nc, float *dst) {
-  for (int j0 = 0; j0 < nc; j0 += NR) {
-    const int w = nc - j0 < NR ? nc - j0 : NR;
-    const float *src = b + j0;
-    if (w == NR) {
-      for (int p = 0; p < kc; p++, src += rsb, dst += NR) {
-        _mm256_store_ps(dst, _mm256_loadu_ps(src));
-        _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + 8));
-        _mm256_store_ps(dst + 16, _mm256_loadu_ps(src + 16));
-      }
-    } else {
-      for (int p = 0; p < kc; p++, src += rsb, dst += NR) {
-        int q = 0;
-        for (; q < w; q++) dst[q] = src[q];
-        for (; q < NR; q++) dst[q] = 0;
-      }
+// Packs B[kc × nc] (element (p, j) at b[p*rsb + j], nc ≤ PANEL) into 24-column strips [kc][24], zero-padding the
+// last strip. Row by row, so each row's PANEL columns are read as one contiguous run of whole cache lines.
+AVX2 static void packPanel(const float *b, size_t rsb, int kc, int nc, float *dst) {
+  const int full = nc / NR;
+  const int rest = nc - full * NR;
+  const size_t strip = (size_t)kc * NR;
+  for (int p = 0; p < kc; p++, b += rsb) {
+    float *row = dst + (size_t)p * NR;
+    for (int s = 0; s < full; s++) {
+      const float *src = b + s * NR;
+      float *out = row + s * strip;
+      _mm256_store_ps(out, _mm256_loadu_ps(src));
+      _mm256_store_ps(out + 8, _mm256_loadu_ps(src + 8));
+      _mm256_store_ps(out + 16, _mm256_loadu_ps(src + 16));
+    }
+    if (rest > 0) {
+      const float *src = b + full * NR;
+      float *out = row + full * strip;
+      int q = 0;
+      for (; q < rest; q++) out[q] = src[q];
+      for (; q < NR; q++) out[q] = 0;
     }
   }
 }
@@ -180,25 +185,32 @@ static void packGroups(const float *a, size_t rsa, size_t csa, int mc, int kc, f
 }
 
 // Columns [j0, j1) of C (=|+=) A·B, A element (i, p) at a[i*rsa + p*csa], B row-major [k×n]; 0 on success, -1 out
-// of memory. B is packed one strip at a time, just before the row tiles that use it, so the strip is still in L1.
+// of memory. B is packed a panel (PANEL columns) at a time, just before the row tiles that use it, so the panel is
+// still in cache for them; the first row tile of each strip fetches the same strip of the next panel meanwhile.
 AVX2 static int gemmPacked(const float *a, size_t rsa, size_t csa, const float *b, float *c, int m, int k, int n, int j0, int j1, int accumulate) {
   const size_t ldc = (size_t)n;
-  float *bp = scratch(&packB, (size_t)KC * NR);
+  float *bp = scratch(&packB, (size_t)KC * PANEL);
   float *ap = scratch(&packA, (size_t)KC * MC);
   if (!bp || !ap) return -1;
   for (int pc = 0; pc < k; pc += KC) {
     const int kc = k - pc < KC ? k - pc : KC;
     const int add = accumulate || pc > 0;
+    const float *bRows = b + (size_t)pc * n;
     for (int ic = 0; ic < m; ic += MC) {
       const int mc = m - ic < MC ? m - ic : MC;
       packGroups(a + (size_t)ic * rsa + (size_t)pc * csa, rsa, csa, mc, kc, ap);
-      for (int jr = j0; jr < j1; jr += NR) {
-        const int nr = j1 - jr < NR ? j1 - jr : NR;
-        packStrips(b + (size_t)pc * n + jr, (size_t)n, kc, nr, bp);
-        const float *next = j1 - jr >= 2 * NR ? b + (size_t)pc * n + jr + NR : NULL;
-        for (int ir = 0; ir < mc; ir += MR) {
-          const int mr = mc - ir < MR ? mc - ir : MR;
-          kernel4x24(kc, ap + (size_t)ir * kc, bp, ir == 0 ? next : NULL, (size_t)n, c + (size_t)(ic + ir) * ldc + jr, ldc, mr, nr, add);
+      for (int jp = j0; jp < j1; jp += PANEL) {
+        const int np = j1 - jp < PANEL ? j1 - jp : PANEL;
+        packPanel(bRows + jp, (size_t)n, kc, np, bp);
+        const int nextPanel = jp + PANEL;
+        for (int jr = 0; jr < np; jr += NR) {
+          const int nr = np - jr < NR ? np - jr : NR;
+          const float *strip = bp + (size_t)jr * kc;
+          const float *next = nextPanel + jr + NR <= j1 ? bRows + nextPanel + jr : NULL;
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = mc - ir < MR ? mc - ir : MR;
+            kernel4x24(kc, ap + (size_t)ir * kc, strip, ir == 0 ? next : NULL, (size_t)n, c + (size_t)(ic + ir) * ldc + jp + jr, ldc, mr, nr, add);
+          }
         }
       }
     }
