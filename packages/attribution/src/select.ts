@@ -1,4 +1,66 @@
 /** Top-k / bottom-k selection over several arrays at once (e.g. one metric across layers). */
+import { wasmElementwise } from "@tdb/tensor";
+
+/** Values per run in the SIMD pre-pass (a multiple of 4). */
+const RUN = 64;
+/** Below this many values in all, the pre-pass does not pay. */
+const PREPASS_MIN_VALUES = 8192;
+
+/** The k-th largest of `values` (k ≤ length; NaN never counts), by insertion into a short sorted list. */
+function kthLargest(values: Float32Array, k: number): number {
+  const best = new Float64Array(k).fill(Number.NEGATIVE_INFINITY); // descending
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!(v > best[k - 1])) continue;
+    let j = k - 1;
+    while (j > 0 && best[j - 1] < v) {
+      best[j] = best[j - 1];
+      j--;
+    }
+    best[j] = v;
+  }
+  return best[k - 1];
+}
+
+/**
+ * Start indices of the runs (RUN values each) that can hold one of the k largest or k smallest values, per array,
+ * from one SIMD pass that bounds every run; null when every value must be scanned (no WebAssembly, few values, or
+ * fewer than k runs). At least k runs have a maximum ≥ the k-th largest run maximum, so the k-th largest value is ≥
+ * it too: runs below that bound (and above the matching bound for the smallest) cannot contribute. Candidate runs
+ * are scanned in order, so ties resolve exactly as in a full scan.
+ */
+function candidateRuns(
+  arrays: readonly Float32Array[],
+  k: number,
+  excluded?: Uint8Array,
+): Int32Array[] | null {
+  const kernels = wasmElementwise();
+  let total = 0;
+  for (const a of arrays) total += a.length;
+  if (!kernels || total < PREPASS_MIN_VALUES) return null;
+  const bounds = arrays.map((a) => kernels.blockExtremes(a, RUN, excluded));
+  let runs = 0;
+  for (const b of bounds) runs += b.max.length;
+  if (runs <= k) return null;
+  const maxima = new Float32Array(runs);
+  const minima = new Float32Array(runs);
+  let at = 0;
+  for (const b of bounds) {
+    maxima.set(b.max, at);
+    minima.set(b.min, at);
+    at += b.max.length;
+  }
+  const high = kthLargest(maxima, k);
+  const low = -kthLargest(
+    minima.map((v) => -v),
+    k,
+  );
+  return bounds.map(({ max, min }) => {
+    const starts: number[] = [];
+    for (let r = 0; r < max.length; r++) if (max[r] >= high || min[r] <= low) starts.push(r * RUN);
+    return Int32Array.from(starts);
+  });
+}
 
 export interface Picked {
   /** Which array the value came from. */
@@ -19,12 +81,12 @@ export function topAndBottom(
   const top = new BoundedHeap(k, 1);
   const bottom = new BoundedHeap(k, -1);
   if (k > 0) {
+    const runs = candidateRuns(arrays, k);
     // The heaps' current k-th values, in locals (field reads in the hot loop cost ~3× as much).
     let high = top.worst;
     let low = -bottom.worst;
-    for (let source = 0; source < arrays.length; source++) {
-      const values = arrays[source];
-      for (let index = 0; index < values.length; index++) {
+    const scan = (source: number, values: Float32Array, from: number, to: number) => {
+      for (let index = from; index < to; index++) {
         const value = values[index];
         // Most values lose to both heaps' current k-th entries: one comparison each, no call.
         if (value < high && value > low) continue;
@@ -34,6 +96,12 @@ export function topAndBottom(
         high = top.worst;
         low = -bottom.worst;
       }
+    };
+    for (let source = 0; source < arrays.length; source++) {
+      const values = arrays[source];
+      if (runs === null) scan(source, values, 0, values.length);
+      else
+        for (const start of runs[source]) scan(source, values, start, Math.min(values.length, start + RUN));
     }
   }
   const desc = (a: Picked, b: Picked) => b.value - a.value || a.source - b.source || a.index - b.index;
@@ -139,17 +207,22 @@ export function largestAndSmallest(
   const bottom = new BoundedHeap(n, -1);
   if (n > 0) {
     const skip = excluded && excluded.size > 0 ? exclusionMask(excluded, values.length) : null;
+    const runs = candidateRuns([values], n, skip ?? undefined);
     let high = top.worst;
     let low = -bottom.worst;
-    for (let index = 0; index < values.length; index++) {
-      const value = values[index];
-      if ((value < high && value > low) || Number.isNaN(value)) continue;
-      if (skip !== null && skip[index] === 1) continue;
-      top.offer(0, index, value);
-      bottom.offer(0, index, value);
-      high = top.worst;
-      low = -bottom.worst;
-    }
+    const scan = (from: number, to: number) => {
+      for (let index = from; index < to; index++) {
+        const value = values[index];
+        if ((value < high && value > low) || Number.isNaN(value)) continue;
+        if (skip !== null && skip[index] === 1) continue;
+        top.offer(0, index, value);
+        bottom.offer(0, index, value);
+        high = top.worst;
+        low = -bottom.worst;
+      }
+    };
+    if (runs === null) scan(0, values.length);
+    else for (const start of runs[0]) scan(start, Math.min(values.length, start + RUN));
   }
   const desc = (a: Picked, b: Picked) => b.value - a.value || a.index - b.index;
   return {

@@ -4,7 +4,7 @@
  * top/bottom-k nodes, each sub-response carrying its own values for that shared list.
  */
 import { type Gpt2Tokenizer, hookKey } from "@tdb/model";
-import { defaultGemm } from "@tdb/tensor";
+import { allocateF32, defaultGemm, freeF32 } from "@tdb/tensor";
 import {
   allNodeMetrics,
   type LayerMetrics,
@@ -202,8 +202,21 @@ export function selectTopAndBottomNodes<N>(
 }
 
 function allFinite(values: Float32Array): boolean {
-  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
-  return true;
+  // v·0 is 0 for finite v and NaN for ±∞ and NaN: one branch-free pass, four independent sums.
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  const n = values.length;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += values[i] * 0;
+    s1 += values[i + 1] * 0;
+    s2 += values[i + 2] * 0;
+    s3 += values[i + 3] * 0;
+  }
+  for (; i < n; i++) s0 += values[i] * 0;
+  return s0 + s1 + s2 + s3 === 0;
 }
 
 function selectNodes(metrics: readonly LayerMetrics[], k: number): NodeRef[] {
@@ -284,9 +297,21 @@ function intermediateSums(
           const width = m.shape[1];
           const v = m.metrics[group];
           for (let t = 0; t < T; t++) {
-            let acc = 0;
-            for (let i = t * width; i < (t + 1) * width; i++) acc += v[i];
-            sums[t] += acc;
+            // Four independent float64 sums: the adds do not wait on each other.
+            let a0 = 0;
+            let a1 = 0;
+            let a2 = 0;
+            let a3 = 0;
+            const end = (t + 1) * width;
+            let i = t * width;
+            for (; i + 4 <= end; i += 4) {
+              a0 += v[i];
+              a1 += v[i + 1];
+              a2 += v[i + 2];
+              a3 += v[i + 3];
+            }
+            for (; i < end; i++) a0 += v[i];
+            sums[t] += a0 + a1 + (a2 + a3);
           }
         }
         byDst[DST_NAMES[kind][group]] = { tensorType: "tensor_1d", value: Array.from(sums, finiteOr999) };
@@ -692,7 +717,7 @@ export function writeVector(ctx: TdbModelContext, run: InferenceResult, node: No
 
 /** Rows per product in forEachScoreRow: bounds its reused score buffer (64 × 50257 floats = 13 MB). */
 const SCORING_ROWS = 64;
-let scoreBuffer = new Float32Array(0);
+let scoreBuffer: Float32Array = new Float32Array(0);
 const columnMeanCache = new WeakMap<Float32Array, Float64Array>();
 
 /** The mean of the rows of `matrix` ([V, d]), in float64, computed once per matrix. */
@@ -724,7 +749,11 @@ function forEachScoreRow(
   if (n === 0) return;
   const chunks = Math.ceil(n / SCORING_ROWS);
   const rowsPerChunk = Math.ceil(n / chunks);
-  if (scoreBuffer.length < rowsPerChunk * V) scoreBuffer = new Float32Array(rowsPerChunk * V);
+  if (scoreBuffer.length < rowsPerChunk * V) {
+    // In the WebAssembly memory (where it runs), so that the selection's SIMD pre-pass reads it in place.
+    freeF32(scoreBuffer);
+    scoreBuffer = allocateF32(rowsPerChunk * V);
+  }
   const mean = columnMean(matrix, V, d);
   for (let start = 0; start < n; start += rowsPerChunk) {
     const rows = Math.min(rowsPerChunk, n - start);

@@ -80,3 +80,36 @@ describe("largest / smallest", () => {
     expect(smallest(values, 10)).toEqual([2, 1, 0]);
   });
 });
+
+// Arrays long enough (≥ 8192 values in all) for the SIMD pre-pass that skips runs which cannot hold a top or
+// bottom value; the answers must equal the full sort exactly, ties, NaN, infinities and exclusions included.
+describe("selection over long arrays (SIMD pre-pass)", () => {
+  it("topAndBottom equals a full sort across several arrays", () => {
+    for (let seed = 1; seed <= 6; seed++) {
+      const arrays = randomArrays(seed, 1 + (seed % 3), () => 4000 + seed * 1111);
+      arrays[0][5] = Number.NaN;
+      arrays[arrays.length - 1][700] = Number.POSITIVE_INFINITY;
+      arrays[0][3000] = Number.NEGATIVE_INFINITY;
+      for (const k of [1, 10, 100, 1000]) expect(topAndBottom(arrays, k)).toEqual(reference(arrays, k));
+    }
+  });
+
+  it("largestAndSmallest equals a full sort without the excluded indices (excluded extremes included)", () => {
+    for (let seed = 1; seed <= 6; seed++) {
+      const [values] = randomArrays(seed, 1, () => 50257);
+      // Excluded indices hold the most extreme values: a pre-pass that counted them would skip real answers.
+      const excluded = new Set(Array.from({ length: 300 }, (_, i) => (i * 163 + seed) % values.length));
+      for (const i of excluded) values[i] = i % 2 === 0 ? 1000 : -1000;
+      values[17] = Number.NaN;
+      const kept = [...values.keys()].filter((i) => !excluded.has(i) && !Number.isNaN(values[i]));
+      for (const n of [1, 10, 100]) {
+        const wantTop = [...kept].sort((a, b) => values[b] - values[a] || a - b).slice(0, n);
+        const wantBottom = [...kept]
+          .sort((a, b) => values[a] - values[b] || a - b)
+          .slice(0, n)
+          .sort((a, b) => values[a] - values[b] || b - a);
+        expect(largestAndSmallest(values, n, excluded)).toEqual({ largest: wantTop, smallest: wantBottom });
+      }
+    }
+  });
+});

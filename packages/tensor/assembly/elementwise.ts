@@ -147,3 +147,47 @@ export function columnStats(values: usize, rows: i32, cols: i32, max: usize, sum
     }
   }
 }
+
+/**
+ * Largest and smallest value of each `block`-long run of values[0..n) (block a multiple of 4; the last run may be
+ * shorter), NaN never counted; with masks, maxAdd[i] (0, or −∞ to leave i out) is added before the max and
+ * minAdd[i] (0 or +∞) before the min. A run with nothing counted reports −∞ / +∞. Selection uses these bounds to
+ * skip runs that cannot hold a top-k or bottom-k value.
+ */
+export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, minOut: usize, masked: i32, maxAdd: usize, minAdd: usize): void {
+  const blocks = (n + block - 1) / block;
+  for (let b = 0; b < blocks; b++) {
+    const start = b * block;
+    const end = min(n, start + block);
+    let hi = f32x4.splat(-Infinity);
+    let lo = f32x4.splat(Infinity);
+    let i = start;
+    for (; i + 4 <= end; i += 4) {
+      const o = <usize>i << 2;
+      let v = v128.load(values + o);
+      let w = v;
+      if (masked) {
+        v = f32x4.add(v, v128.load(maxAdd + o));
+        w = f32x4.add(w, v128.load(minAdd + o));
+      }
+      // pmax(hi, v) = hi < v ? v : hi and pmin(lo, w) = w < lo ? w : lo: a NaN never replaces the bound.
+      hi = f32x4.pmax(hi, v);
+      lo = f32x4.pmin(lo, w);
+    }
+    let h = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
+    let l = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
+    for (; i < end; i++) {
+      const o = <usize>i << 2;
+      let v = load<f32>(values + o);
+      let w = v;
+      if (masked) {
+        v += load<f32>(maxAdd + o);
+        w += load<f32>(minAdd + o);
+      }
+      if (v > h) h = v;
+      if (w < l) l = w;
+    }
+    store<f32>(maxOut + (<usize>b << 2), h);
+    store<f32>(minOut + (<usize>b << 2), l);
+  }
+}

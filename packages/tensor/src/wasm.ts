@@ -45,6 +45,16 @@ interface KernelExports {
     sumSq: number,
     positives: number,
   ): void;
+  blockExtremes(
+    values: number,
+    n: number,
+    block: number,
+    maxOut: number,
+    minOut: number,
+    masked: number,
+    maxAdd: number,
+    minAdd: number,
+  ): void;
 }
 
 const PAGE_BYTES = 65536;
@@ -358,6 +368,16 @@ export interface ElementwiseKernels {
   /** dy · gelu_new′(x), into a new array. */
   geluNewBackward(x: Float32Array, dy: Float32Array): Float32Array;
   columnStatistics(values: Float32Array, rows: number, cols: number): ColumnStatistics;
+  /**
+   * The largest and smallest value of each run of `block` values (block a multiple of 4; the last run may be
+   * shorter). NaN never counts, nor does index i where excluded[i] = 1; a run with nothing counted reports −∞ / +∞.
+   * (Each `excluded` array is turned into WASM-side masks once and kept: pass long-lived arrays.)
+   */
+  blockExtremes(
+    values: Float32Array,
+    block: number,
+    excluded?: Uint8Array,
+  ): { max: Float32Array; min: Float32Array };
 }
 
 let elementwise: ElementwiseKernels | null | undefined;
@@ -381,6 +401,24 @@ export function wasmElementwise(): ElementwiseKernels | null {
     for (const name of names) e.trimScratch(name);
   };
   const k = e.kernel;
+  // Additive masks per exclusion array: 0 or −∞ (before the max), 0 or +∞ (before the min).
+  const masks = new WeakMap<Uint8Array, { maxAdd: number; minAdd: number; length: number }>();
+  const maskFor = (excluded: Uint8Array, length: number) => {
+    const known = masks.get(excluded);
+    if (known && known.length >= length) return known;
+    const maxAdd = e.allocate(length * 4);
+    const minAdd = e.allocate(length * 4);
+    const hi = e.view(maxAdd, length);
+    const lo = e.view(minAdd, length);
+    for (let i = 0; i < length; i++) {
+      const out = i < excluded.length && excluded[i] === 1;
+      hi[i] = out ? Number.NEGATIVE_INFINITY : 0;
+      lo[i] = out ? Number.POSITIVE_INFINITY : 0;
+    }
+    const entry = { maxAdd, minAdd, length };
+    masks.set(excluded, entry);
+    return entry;
+  };
   elementwise = {
     geluNew(x) {
       const n = x.length;
@@ -422,6 +460,27 @@ export function wasmElementwise(): ElementwiseKernels | null {
         sumSq: new Float64Array(buffer, sumSq, cols).slice(),
         positives: new Int32Array(buffer, positives, cols).slice(),
       };
+      done("ew.x");
+      return result;
+    },
+    blockExtremes(values, block, excluded) {
+      if (!Number.isInteger(block) || block < 4 || block % 4 !== 0)
+        throw new RangeError(`blockExtremes: block must be a positive multiple of 4, got ${block}`);
+      const n = values.length;
+      const blocks = Math.ceil(n / block);
+      const mask = excluded ? maskFor(excluded, n) : null;
+      const out = e.scratchBlock("ew.extremes", Math.max(1, blocks) * 8);
+      k.blockExtremes(
+        place("ew.x", values, n),
+        n,
+        block,
+        out,
+        out + blocks * 4,
+        mask ? 1 : 0,
+        mask?.maxAdd ?? 0,
+        mask?.minAdd ?? 0,
+      );
+      const result = { max: e.view(out, blocks).slice(), min: e.view(out + blocks * 4, blocks).slice() };
       done("ew.x");
       return result;
     },

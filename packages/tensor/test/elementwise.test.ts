@@ -56,4 +56,31 @@ describe.skipIf(!kernels)("wasmElementwise().columnStatistics", () => {
   it("geluNewBackward rejects a dy shorter than x", () => {
     expect(() => kernels!.geluNewBackward(new Float32Array(4), new Float32Array(3))).toThrow(RangeError);
   });
+
+  it("blockExtremes bounds every run like a plain loop, skipping NaN and excluded indices", () => {
+    for (const n of [1, 5, 64, 1000, 50257]) {
+      const values = random(n, n);
+      values[n - 1] = Number.NaN;
+      if (n > 3) values[2] = Number.POSITIVE_INFINITY;
+      const excluded = new Uint8Array(n);
+      for (let i = 0; i < n; i += 7) excluded[i] = 1;
+      for (const mask of [undefined, excluded]) {
+        const got = kernels!.blockExtremes(values, 64, mask);
+        const runs = Math.ceil(n / 64);
+        expect(got.max.length).toBe(runs);
+        for (let r = 0; r < runs; r++) {
+          let hi = Number.NEGATIVE_INFINITY;
+          let lo = Number.POSITIVE_INFINITY;
+          for (let i = r * 64; i < Math.min(n, (r + 1) * 64); i++) {
+            if (mask?.[i] === 1 || Number.isNaN(values[i])) continue;
+            hi = Math.max(hi, values[i]);
+            lo = Math.min(lo, values[i]);
+          }
+          expect(got.max[r]).toBe(hi);
+          expect(got.min[r]).toBe(lo);
+        }
+      }
+    }
+    expect(() => kernels!.blockExtremes(new Float32Array(8), 6)).toThrow(RangeError);
+  });
 });
