@@ -21,6 +21,24 @@ export function layerNormForward(
   dim: number,
   eps: number,
 ): { out: Float32Array; saved: LayerNormSaved } {
+  // The same float64 arithmetic as a WebAssembly kernel where it runs (V8 makes ~8 ns a value of the loop below).
+  const kernels = wasmElementwise();
+  if (kernels) {
+    const { out, normalized, scale } = kernels.layerNorm(x, gain, bias, rows, dim, eps);
+    return { out, saved: { normalized, scale } };
+  }
+  return layerNormForwardLoop(x, gain, bias, rows, dim, eps);
+}
+
+/** layerNormForward in plain TypeScript. */
+export function layerNormForwardLoop(
+  x: Float32Array,
+  gain: Float32Array,
+  bias: Float32Array,
+  rows: number,
+  dim: number,
+  eps: number,
+): { out: Float32Array; saved: LayerNormSaved } {
   const out = new Float32Array(rows * dim);
   const normalized = new Float32Array(rows * dim);
   const scale = new Float32Array(rows);
@@ -289,8 +307,15 @@ export function attentionLogits(
   return s;
 }
 
-/** Softmax over keys u ≤ t for every (t, h). */
+/** Softmax over keys u ≤ t for every (t, h) (a WebAssembly kernel where it runs, the same float64 arithmetic). */
 export function attentionSoftmax(logits: Float32Array, shape: AttentionShape): Float32Array {
+  const kernels = wasmElementwise();
+  if (kernels) return kernels.causalSoftmax(logits, shape.tokens, shape.heads);
+  return attentionSoftmaxLoop(logits, shape);
+}
+
+/** attentionSoftmax in plain TypeScript. */
+export function attentionSoftmaxLoop(logits: Float32Array, shape: AttentionShape): Float32Array {
   const { tokens: T, heads: H } = shape;
   const p = new Float32Array(T * T * H);
   for (let t = 0; t < T; t++) {
@@ -453,6 +478,11 @@ export function addInto(target: Float32Array, source: Float32Array): Float32Arra
 }
 
 export function addBiasRows(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
+  const kernels = wasmElementwise();
+  if (kernels) {
+    kernels.addBiasRows(x, bias, rows, dim);
+    return;
+  }
   for (let r = 0; r < rows; r++) {
     const o = r * dim;
     for (let i = 0; i < dim; i++) x[o + i] += bias[i];

@@ -191,3 +191,68 @@ export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, 
     store<f32>(minOut + (<usize>b << 2), l);
   }
 }
+
+/**
+ * LayerNorm of each of `rows` rows of x [rows × dim]: mean and variance in float64, then per value
+ * n = (x − mean)/√(var + eps) into `normalized` and n·gain + bias into `out` (both f32), √(var + eps) into `scale`.
+ * Scalar float64 arithmetic in the same order as the TypeScript loop, so the results are the same.
+ */
+export function layerNorm(x: usize, gain: usize, bias: usize, rows: i32, dim: i32, eps: f64, out: usize, normalized: usize, scale: usize): void {
+  for (let r = 0; r < rows; r++) {
+    const row = (<usize>r * <usize>dim) << 2;
+    let sum: f64 = 0;
+    for (let i = 0; i < dim; i++) sum += <f64>load<f32>(x + row + (<usize>i << 2));
+    const mean = sum / <f64>dim;
+    let sq: f64 = 0;
+    for (let i = 0; i < dim; i++) {
+      const c = <f64>load<f32>(x + row + (<usize>i << 2)) - mean;
+      sq += c * c;
+    }
+    const s = Math.sqrt(sq / <f64>dim + eps);
+    store<f32>(scale + (<usize>r << 2), <f32>s);
+    for (let i = 0; i < dim; i++) {
+      const o = <usize>i << 2;
+      const n = (<f64>load<f32>(x + row + o) - mean) / s;
+      store<f32>(normalized + row + o, <f32>n);
+      store<f32>(out + row + o, <f32>(n * <f64>load<f32>(gain + o) + <f64>load<f32>(bias + o)));
+    }
+  }
+}
+
+/** x[r, :] += bias for each of `rows` rows of x [rows × dim], in place (float32 sums, as JavaScript rounds them). */
+export function addBiasRows(x: usize, bias: usize, rows: i32, dim: i32): void {
+  for (let r = 0; r < rows; r++) {
+    const row = x + ((<usize>r * <usize>dim) << 2);
+    let i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(row + o, f32x4.add(v128.load(row + o), v128.load(bias + o)));
+    }
+    for (; i < dim; i++) {
+      const o = <usize>i << 2;
+      store<f32>(row + o, load<f32>(row + o) + load<f32>(bias + o));
+    }
+  }
+}
+
+/**
+ * Causal softmax of attention logits in TDB's [query t, key u, head h] layout ([T, T, H]): for every (t, h) over
+ * u ≤ t, in float64 like the TypeScript loop; entries above the diagonal are 0.
+ */
+export function causalSoftmax(logits: usize, tokens: i32, heads: i32, probs: usize): void {
+  const T = tokens;
+  const H = heads;
+  memory.fill(probs, 0, (<usize>T * <usize>T * <usize>H) << 2);
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < H; h++) {
+      let max: f64 = -Infinity;
+      for (let u = 0; u <= t; u++) max = Math.max(max, <f64>load<f32>(logits + ((<usize>((t * T + u) * H + h)) << 2)));
+      let sum: f64 = 0;
+      for (let u = 0; u <= t; u++) sum += Math.exp(<f64>load<f32>(logits + ((<usize>((t * T + u) * H + h)) << 2)) - max);
+      for (let u = 0; u <= t; u++) {
+        const o = (<usize>((t * T + u) * H + h)) << 2;
+        store<f32>(probs + o, <f32>(Math.exp(<f64>load<f32>(logits + o) - max) / sum));
+      }
+    }
+  }
+}

@@ -22,6 +22,10 @@ const ascFlags = [
   "--importMemory",
   "--noExportMemory",
   "--sharedMemory",
+  // Static data (Math.exp's table) at 32 KiB: clear of the GEMM's tile buffers at 1 KiB (src/wasm.ts, TILE_TMP) and
+  // below the allocator's heap at 64 KiB (HEAP_START).
+  "--memoryBase",
+  "32768",
   "--initialMemory",
   "1",
   "--maximumMemory",

@@ -55,12 +55,28 @@ interface KernelExports {
     maxAdd: number,
     minAdd: number,
   ): void;
+  layerNorm(
+    x: number,
+    gain: number,
+    bias: number,
+    rows: number,
+    dim: number,
+    eps: number,
+    out: number,
+    normalized: number,
+    scale: number,
+  ): void;
+  addBiasRows(x: number, bias: number, rows: number, dim: number): void;
+  causalSoftmax(logits: number, tokens: number, heads: number, probs: number): void;
 }
 
 const PAGE_BYTES = 65536;
 const MAX_PAGES = 65536; // 4 GiB, the wasm32 limit
 const ALIGN = 64;
-/** Page 0 is never handed out: it keeps address 0 unused and holds the kernel's small tile buffer. */
+/**
+ * Page 0 is never handed out: it keeps address 0 unused and holds the GEMM's tile buffers (from TILE_TMP, 256 bytes
+ * per thread) and, from 32 KiB, the module's static data (build-wasm.mjs --memoryBase), which must not meet.
+ */
 const HEAP_START = PAGE_BYTES;
 const TILE_TMP = 1024;
 /** Operand copies larger than this are released after each call instead of being kept as scratch. */
@@ -378,6 +394,22 @@ export interface ElementwiseKernels {
     block: number,
     excluded?: Uint8Array,
   ): { max: Float32Array; min: Float32Array };
+  /**
+   * LayerNorm over the rows of x [rows × dim] (float64 mean and variance, as the model's TypeScript loop): the output,
+   * the normalized values and each row's √(var + eps), in new arrays.
+   */
+  layerNorm(
+    x: Float32Array,
+    gain: Float32Array,
+    bias: Float32Array,
+    rows: number,
+    dim: number,
+    eps: number,
+  ): { out: Float32Array; normalized: Float32Array; scale: Float32Array };
+  /** x[r, :] += bias for every row of x [rows × dim], in place. */
+  addBiasRows(x: Float32Array, bias: Float32Array, rows: number, dim: number): void;
+  /** Causal softmax of [T, T, H] attention logits over keys u ≤ t (0 above the diagonal), into a new array. */
+  causalSoftmax(logits: Float32Array, tokens: number, heads: number): Float32Array;
 }
 
 let elementwise: ElementwiseKernels | null | undefined;
@@ -462,6 +494,48 @@ export function wasmElementwise(): ElementwiseKernels | null {
       };
       done("ew.x");
       return result;
+    },
+    layerNorm(x, gain, bias, rows, dim, eps) {
+      const n = rows * dim;
+      if (x.length < n || gain.length < dim || bias.length < dim)
+        throw new RangeError(`layerNorm: operands too short for ${rows} × ${dim}`);
+      const outs = e.scratchBlock("ew.ln", n * 8 + rows * 4);
+      k.layerNorm(
+        place("ew.x", x, n),
+        place("ew.g", gain, dim),
+        place("ew.b", bias, dim),
+        rows,
+        dim,
+        eps,
+        outs,
+        outs + n * 4,
+        outs + n * 8,
+      );
+      const result = {
+        out: e.view(outs, n).slice(),
+        normalized: e.view(outs + n * 4, n).slice(),
+        scale: e.view(outs + n * 8, rows).slice(),
+      };
+      done("ew.x", "ew.ln");
+      return result;
+    },
+    addBiasRows(x, bias, rows, dim) {
+      const n = rows * dim;
+      if (x.length < n || bias.length < dim)
+        throw new RangeError(`addBiasRows: operands too short for ${rows} × ${dim}`);
+      const ptr = place("ew.x", x, n);
+      k.addBiasRows(ptr, place("ew.b", bias, dim), rows, dim);
+      if (!e.contains(x)) x.set(e.view(ptr, n));
+      done("ew.x");
+    },
+    causalSoftmax(logits, tokens, heads) {
+      const n = tokens * tokens * heads;
+      if (logits.length < n) throw new RangeError(`causalSoftmax: ${logits.length} logits, needs ${n}`);
+      const out = e.scratchBlock("ew.out", n * 4);
+      k.causalSoftmax(place("ew.x", logits, n), tokens, heads, out);
+      const probs = e.view(out, n).slice();
+      done("ew.x", "ew.out");
+      return probs;
     },
     blockExtremes(values, block, excluded) {
       if (!Number.isInteger(block) || block < 4 || block % 4 !== 0)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { allocateF32, wasmElementwise } from "../src/index.js";
+import { allocateF32, wasmElementwise, wasmGemm } from "../src/index.js";
 import { random } from "./gemm-oracle.js";
 
 const kernels = wasmElementwise();
@@ -82,5 +82,26 @@ describe.skipIf(!kernels)("wasmElementwise().columnStatistics", () => {
       }
     }
     expect(() => kernels!.blockExtremes(new Float32Array(8), 6)).toThrow(RangeError);
+  });
+
+  it("causalSoftmax stays right after GEMM edge tiles used their buffers (static data kept clear of them)", () => {
+    // Partial 4×8 tiles go through the tile buffers in page 0; the kernel module's Math.exp table lives there too.
+    const c = new Float32Array(3 * 5);
+    wasmGemm().nn(random(3 * 7, 1), random(7 * 5, 2), c, 3, 7, 5);
+    const [T, H] = [6, 2];
+    const logits = random(T * T * H, 3);
+    const probs = kernels!.causalSoftmax(logits, T, H);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
+        let max = Number.NEGATIVE_INFINITY;
+        for (let u = 0; u <= t; u++) max = Math.max(max, logits[(t * T + u) * H + h]);
+        let sum = 0;
+        for (let u = 0; u <= t; u++) sum += Math.exp(logits[(t * T + u) * H + h] - max);
+        for (let u = 0; u < T; u++) {
+          const want = u <= t ? Math.exp(logits[(t * T + u) * H + h] - max) / sum : 0;
+          expect(Math.abs(probs[(t * T + u) * H + h] - want)).toBeLessThanOrEqual(1e-7);
+        }
+      }
+    }
   });
 });

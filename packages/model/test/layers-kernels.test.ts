@@ -1,0 +1,55 @@
+// Layers that run as WebAssembly kernels where available, against their TypeScript loops.
+import { wasmElementwise } from "@tdb/tensor";
+import { describe, expect, it } from "vitest";
+import {
+  addBiasRows,
+  attentionLogits,
+  attentionSoftmax,
+  attentionSoftmaxLoop,
+  layerNormForward,
+  layerNormForwardLoop,
+} from "../src/layers.js";
+
+function random(length: number, seed: number): Float32Array {
+  let state = seed >>> 0 || 1;
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    out[i] = ((state >>> 0) / 2147483648 - 1) * 3;
+  }
+  return out;
+}
+
+describe.skipIf(!wasmElementwise())("WebAssembly layer kernels equal the TypeScript loops", () => {
+  it("layerNormForward: the same float64 arithmetic, bit for bit", () => {
+    const [rows, dim] = [7, 37];
+    const x = random(rows * dim, 1);
+    const gain = random(dim, 2);
+    const bias = random(dim, 3);
+    const fast = layerNormForward(x, gain, bias, rows, dim, 1e-5);
+    const loop = layerNormForwardLoop(x, gain, bias, rows, dim, 1e-5);
+    expect(Array.from(fast.out)).toEqual(Array.from(loop.out));
+    expect(Array.from(fast.saved.normalized)).toEqual(Array.from(loop.saved.normalized));
+    expect(Array.from(fast.saved.scale)).toEqual(Array.from(loop.saved.scale));
+  });
+
+  it("attentionSoftmax: within a float32 rounding of the loop, zero above the diagonal", () => {
+    const shape = { tokens: 11, heads: 3, headDim: 4 };
+    const logits = attentionLogits(random(11 * 12, 4), random(11 * 12, 5), shape);
+    const fast = attentionSoftmax(logits, shape);
+    const loop = attentionSoftmaxLoop(logits, shape);
+    for (let i = 0; i < loop.length; i++)
+      expect(Math.abs(fast[i] - loop[i])).toBeLessThanOrEqual(1.2e-7 * loop[i]);
+    expect(fast[(0 * 11 + 5) * 3 + 1]).toBe(0);
+  });
+
+  it("addBiasRows: in place, for arrays inside and outside WASM memory", () => {
+    const x = random(5 * 6, 6);
+    const bias = random(6, 7);
+    const want = x.map((v, i) => Math.fround(v + bias[i % 6]));
+    addBiasRows(x, bias, 5, 6);
+    expect(Array.from(x)).toEqual(Array.from(want));
+  });
+});
