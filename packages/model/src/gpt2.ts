@@ -21,6 +21,7 @@ import {
   type LayerNormSaved,
   layerNormBackward,
   layerNormForward,
+  splitQkv,
 } from "./layers.js";
 
 /** The architecture fields the forward pass needs (a parsed config.json satisfies it). */
@@ -283,18 +284,7 @@ export class Gpt2Model {
       const qkv = new Float32Array(T * 3 * d);
       this.gemm.nn(h1, lw.qkvWeight, qkv, T, d, 3 * d);
       addBiasRows(qkv, lw.qkvBias, T, 3 * d);
-      const c = this.qkScale(l);
-      let q: Float32Array = new Float32Array(T * d);
-      let k: Float32Array = new Float32Array(T * d);
-      let v: Float32Array = new Float32Array(T * d);
-      for (let t = 0; t < T; t++) {
-        const o = t * 3 * d;
-        for (let i = 0; i < d; i++) {
-          q[t * d + i] = qkv[o + i] * c;
-          k[t * d + i] = qkv[o + d + i] * c;
-          v[t * d + i] = qkv[o + 2 * d + i];
-        }
-      }
+      let { q, k, v } = splitQkv(qkv, T, d, this.qkScale(l));
       q = site("attn.q", l, q, [T, H, Dh]);
       k = site("attn.k", l, k, [T, H, Dh]);
       v = site("attn.v", l, v, [T, H, Dh]);
@@ -305,7 +295,7 @@ export class Gpt2Model {
       this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, T, d, d);
       addBiasRows(deltaAttn, lw.attnOutBias, T, d);
       deltaAttn = site("resid.delta_attn", l, deltaAttn, [T, d]);
-      x = site("resid.post_attn", l, addInto(Float32Array.from(x), deltaAttn), [T, d]);
+      x = site("resid.post_attn", l, addInto(x.slice(), deltaAttn), [T, d]);
 
       // MLP block.
       const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, T, d, eps);
@@ -320,7 +310,7 @@ export class Gpt2Model {
       this.gemm.nn(post, lw.projWeight, deltaMlp, T, F, d);
       addBiasRows(deltaMlp, lw.projBias, T, d);
       deltaMlp = site("resid.delta_mlp", l, deltaMlp, [T, d]);
-      x = site("resid.post_mlp", l, addInto(Float32Array.from(x), deltaMlp), [T, d]);
+      x = site("resid.post_mlp", l, addInto(x.slice(), deltaMlp), [T, d]);
       savedLayers.push({ ln1: ln1.saved, ln2: ln2.saved });
     }
 

@@ -472,6 +472,33 @@ export function attentionLogitsBackward(
   return { dq, dk };
 }
 
+/**
+ * q, k, v [T × d] from the fused attention input qkv [T × 3d], q and k multiplied by `scale` (a WebAssembly
+ * kernel where it runs, with float32 products; the loop multiplies by the float64 scale and rounds once).
+ */
+export function splitQkv(
+  qkv: Float32Array,
+  tokens: number,
+  dim: number,
+  scale: number,
+): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const kernels = wasmElementwise();
+  if (kernels) return kernels.splitQkv(qkv, tokens, dim, scale);
+  const c = scale;
+  const q = new Float32Array(tokens * dim);
+  const k = new Float32Array(tokens * dim);
+  const v = new Float32Array(tokens * dim);
+  for (let t = 0; t < tokens; t++) {
+    const o = t * 3 * dim;
+    for (let i = 0; i < dim; i++) {
+      q[t * dim + i] = qkv[o + i] * c;
+      k[t * dim + i] = qkv[o + dim + i] * c;
+      v[t * dim + i] = qkv[o + 2 * dim + i];
+    }
+  }
+  return { q, k, v };
+}
+
 export function addInto(target: Float32Array, source: Float32Array): Float32Array {
   for (let i = 0; i < target.length; i++) target[i] += source[i];
   return target;

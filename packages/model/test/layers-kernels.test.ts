@@ -8,6 +8,7 @@ import {
   attentionSoftmaxLoop,
   layerNormForward,
   layerNormForwardLoop,
+  splitQkv,
 } from "../src/layers.js";
 
 function random(length: number, seed: number): Float32Array {
@@ -51,5 +52,24 @@ describe.skipIf(!wasmElementwise())("WebAssembly layer kernels equal the TypeScr
     const want = x.map((v, i) => Math.fround(v + bias[i % 6]));
     addBiasRows(x, bias, 5, 6);
     expect(Array.from(x)).toEqual(Array.from(want));
+  });
+
+  it("splitQkv: q and k scaled, v copied, per token", () => {
+    const [T, d] = [5, 10];
+    const qkv = random(T * 3 * d, 8);
+    const { q, k, v } = splitQkv(qkv, T, d, 0.3535533905932738);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < d; i++) {
+        const o = t * 3 * d + i;
+        // Within a float32 rounding of the float64 product (the kernel multiplies in float32).
+        expect(Math.abs(q[t * d + i] - qkv[o] * 0.3535533905932738)).toBeLessThanOrEqual(
+          1.2e-7 * Math.abs(qkv[o]),
+        );
+        expect(Math.abs(k[t * d + i] - qkv[o + d] * 0.3535533905932738)).toBeLessThanOrEqual(
+          1.2e-7 * Math.abs(qkv[o + d]),
+        );
+        expect(v[t * d + i]).toBe(qkv[o + 2 * d]);
+      }
+    }
   });
 });

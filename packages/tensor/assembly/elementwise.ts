@@ -256,3 +256,28 @@ export function causalSoftmax(logits: usize, tokens: i32, heads: i32, probs: usi
     }
   }
 }
+
+/**
+ * Splits fused attention inputs qkv [T × 3d] into q, k, v [T × d] each, q and k multiplied by `scale` (float32
+ * products, as JavaScript rounds them).
+ */
+export function splitQkv(qkv: usize, tokens: i32, dim: i32, scale: f32, q: usize, k: usize, v: usize): void {
+  const c = f32x4.splat(scale);
+  const rowBytes = <usize>dim << 2;
+  for (let t = 0; t < tokens; t++) {
+    const src = qkv + <usize>t * 3 * rowBytes;
+    const dst = <usize>t * rowBytes;
+    let i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(q + dst + o, f32x4.mul(v128.load(src + o), c));
+      v128.store(k + dst + o, f32x4.mul(v128.load(src + rowBytes + o), c));
+    }
+    for (; i < dim; i++) {
+      const o = <usize>i << 2;
+      store<f32>(q + dst + o, load<f32>(src + o) * scale);
+      store<f32>(k + dst + o, load<f32>(src + rowBytes + o) * scale);
+    }
+    memory.copy(v + dst, src + 2 * rowBytes, rowBytes);
+  }
+}

@@ -68,6 +68,7 @@ interface KernelExports {
   ): void;
   addBiasRows(x: number, bias: number, rows: number, dim: number): void;
   causalSoftmax(logits: number, tokens: number, heads: number, probs: number): void;
+  splitQkv(qkv: number, tokens: number, dim: number, scale: number, q: number, k: number, v: number): void;
 }
 
 const PAGE_BYTES = 65536;
@@ -410,6 +411,13 @@ export interface ElementwiseKernels {
   addBiasRows(x: Float32Array, bias: Float32Array, rows: number, dim: number): void;
   /** Causal softmax of [T, T, H] attention logits over keys u ≤ t (0 above the diagonal), into a new array. */
   causalSoftmax(logits: Float32Array, tokens: number, heads: number): Float32Array;
+  /** q, k, v [T × d] from fused qkv [T × 3d], q and k times `scale` (float32 products), in new arrays. */
+  splitQkv(
+    qkv: Float32Array,
+    tokens: number,
+    dim: number,
+    scale: number,
+  ): { q: Float32Array; k: Float32Array; v: Float32Array };
 }
 
 let elementwise: ElementwiseKernels | null | undefined;
@@ -536,6 +544,19 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const probs = e.view(out, n).slice();
       done("ew.x", "ew.out");
       return probs;
+    },
+    splitQkv(qkv, tokens, dim, scale) {
+      const n = tokens * dim;
+      if (qkv.length < 3 * n) throw new RangeError(`splitQkv: ${qkv.length} values, needs ${3 * n}`);
+      const out = e.scratchBlock("ew.qkv", n * 12);
+      k.splitQkv(place("ew.x", qkv, 3 * n), tokens, dim, Math.fround(scale), out, out + n * 4, out + n * 8);
+      const result = {
+        q: e.view(out, n).slice(),
+        k: e.view(out + n * 4, n).slice(),
+        v: e.view(out + n * 8, n).slice(),
+      };
+      done("ew.x", "ew.qkv");
+      return result;
     },
     blockExtremes(values, block, excluded) {
       if (!Number.isInteger(block) || block < 4 || block % 4 !== 0)
