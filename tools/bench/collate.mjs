@@ -21,6 +21,9 @@ const MEASURED = 8;
 export async function benchCollate() {
   const single = fastestGemm(1);
   const results = [await collateOnce(single, "")];
+  const two = fastestGemm(2);
+  if (two.threads === 2) results.push(await collateOnce(two, "-2t"));
+  else two.close();
   if (single.engine !== "wasm")
     results.push(await collateOnce(fastestGemm(1, { TDB_GEMM: "wasm" }), "-wasm"));
   return results;
