@@ -11,18 +11,7 @@ import {
   attentionMixBackward,
   attentionSoftmax,
 } from "../src/layers.js";
-
-function random(length: number, seed: number): Float32Array {
-  let state = seed >>> 0 || 1;
-  const out = new Float32Array(length);
-  for (let i = 0; i < length; i++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    out[i] = (state >>> 0) / 2147483648 - 1;
-  }
-  return out;
-}
+import { randomValues } from "./random-values.js";
 
 function expectClose(got: Float32Array, want: Float32Array): void {
   expect(got.length).toBe(want.length);
@@ -41,9 +30,9 @@ if (nativeGemmStatus().available) engines.push(["native", nativeGemm()]);
 describe.each(engines)("attention as per-head products (%s GEMM)", (_name, gemm) => {
   const shape: AttentionShape = { tokens: 13, heads: 3, headDim: 5 };
   const { tokens: T, heads: H, headDim: Dh } = shape;
-  const q = random(T * H * Dh, 1);
-  const k = random(T * H * Dh, 2);
-  const v = random(T * H * Dh, 3);
+  const q = randomValues(T * H * Dh, 1);
+  const k = randomValues(T * H * Dh, 2);
+  const v = randomValues(T * H * Dh, 3);
 
   it("forward: logits and mixed values equal the loops", () => {
     expectClose(attentionLogits(q, k, shape, gemm), attentionLogits(q, k, shape));
@@ -55,10 +44,10 @@ describe.each(engines)("attention as per-head products (%s GEMM)", (_name, gemm)
     const probs = attentionSoftmax(attentionLogits(q, k, shape), shape);
     // An edit could leave values above the diagonal; neither path may use them.
     const edited = probs.slice();
-    const dLogits = random(T * T * H, 5);
+    const dLogits = randomValues(T * T * H, 5);
     for (let t = 0; t < T; t++)
       for (let u = t + 1; u < T; u++) for (let h = 0; h < H; h++) edited[(t * T + u) * H + h] = 9;
-    const dOut = random(T * H * Dh, 4);
+    const dOut = randomValues(T * H * Dh, 4);
     const loopMix = attentionMixBackward(dOut, edited, v, shape);
     const gemmMix = attentionMixBackward(dOut, edited, v, shape, gemm);
     expectClose(gemmMix.dProbs, loopMix.dProbs);

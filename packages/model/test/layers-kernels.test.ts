@@ -10,25 +10,14 @@ import {
   layerNormForwardLoop,
   splitQkv,
 } from "../src/layers.js";
-
-function random(length: number, seed: number): Float32Array {
-  let state = seed >>> 0 || 1;
-  const out = new Float32Array(length);
-  for (let i = 0; i < length; i++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    out[i] = ((state >>> 0) / 2147483648 - 1) * 3;
-  }
-  return out;
-}
+import { randomValues } from "./random-values.js";
 
 describe.skipIf(!wasmElementwise())("WebAssembly layer kernels equal the TypeScript loops", () => {
   it("layerNormForward: the same float64 arithmetic, bit for bit", () => {
     const [rows, dim] = [7, 37];
-    const x = random(rows * dim, 1);
-    const gain = random(dim, 2);
-    const bias = random(dim, 3);
+    const x = randomValues(rows * dim, 1, 3);
+    const gain = randomValues(dim, 2, 3);
+    const bias = randomValues(dim, 3, 3);
     const fast = layerNormForward(x, gain, bias, rows, dim, 1e-5);
     const loop = layerNormForwardLoop(x, gain, bias, rows, dim, 1e-5);
     expect(Array.from(fast.out)).toEqual(Array.from(loop.out));
@@ -38,7 +27,7 @@ describe.skipIf(!wasmElementwise())("WebAssembly layer kernels equal the TypeScr
 
   it("attentionSoftmax: within a float32 rounding of the loop, zero above the diagonal", () => {
     const shape = { tokens: 11, heads: 3, headDim: 4 };
-    const logits = attentionLogits(random(11 * 12, 4), random(11 * 12, 5), shape);
+    const logits = attentionLogits(randomValues(11 * 12, 4, 3), randomValues(11 * 12, 5, 3), shape);
     const fast = attentionSoftmax(logits, shape);
     const loop = attentionSoftmaxLoop(logits, shape);
     for (let i = 0; i < loop.length; i++)
@@ -47,8 +36,8 @@ describe.skipIf(!wasmElementwise())("WebAssembly layer kernels equal the TypeScr
   });
 
   it("addBiasRows: in place, for arrays inside and outside WASM memory", () => {
-    const x = random(5 * 6, 6);
-    const bias = random(6, 7);
+    const x = randomValues(5 * 6, 6, 3);
+    const bias = randomValues(6, 7, 3);
     const want = x.map((v, i) => Math.fround(v + bias[i % 6]));
     addBiasRows(x, bias, 5, 6);
     expect(Array.from(x)).toEqual(Array.from(want));
@@ -56,7 +45,7 @@ describe.skipIf(!wasmElementwise())("WebAssembly layer kernels equal the TypeScr
 
   it("splitQkv: q and k scaled, v copied, per token", () => {
     const [T, d] = [5, 10];
-    const qkv = random(T * 3 * d, 8);
+    const qkv = randomValues(T * 3 * d, 8, 3);
     const { q, k, v } = splitQkv(qkv, T, d, 0.3535533905932738);
     for (let t = 0; t < T; t++) {
       for (let i = 0; i < d; i++) {

@@ -441,6 +441,14 @@ export function wasmElementwise(): ElementwiseKernels | null {
     for (const name of names) e.trimScratch(name);
   };
   const k = e.kernel;
+  /** Runs a kernel that writes n floats at `out` (a scratch block) and returns them in a new array. */
+  const intoNew = (n: number, run: (out: number) => void): Float32Array => {
+    const out = e.scratchBlock("ew.out", n * 4);
+    run(out);
+    const result = e.view(out, n).slice();
+    done("ew.x", "ew.dy", "ew.out");
+    return result;
+  };
   // Additive masks per exclusion array: 0 or −∞ (before the max), 0 or +∞ (before the min).
   const masks = new WeakMap<Uint8Array, { maxAdd: number; minAdd: number; length: number }>();
   const maskFor = (excluded: Uint8Array, length: number) => {
@@ -460,22 +468,11 @@ export function wasmElementwise(): ElementwiseKernels | null {
     return entry;
   };
   elementwise = {
-    geluNew(x) {
-      const n = x.length;
-      const out = e.scratchBlock("ew.out", n * 4);
-      k.geluNew(place("ew.x", x, n), out, n);
-      const y = e.view(out, n).slice();
-      done("ew.x", "ew.out");
-      return y;
-    },
+    geluNew: (x) => intoNew(x.length, (out) => k.geluNew(place("ew.x", x, x.length), out, x.length)),
     geluNewBackward(x, dy) {
       const n = x.length;
       if (dy.length < n) throw new RangeError(`geluNewBackward: dy has ${dy.length} elements, needs ${n}`);
-      const out = e.scratchBlock("ew.out", n * 4);
-      k.geluNewBackward(place("ew.x", x, n), place("ew.dy", dy, n), out, n);
-      const dx = e.view(out, n).slice();
-      done("ew.x", "ew.dy", "ew.out");
-      return dx;
+      return intoNew(n, (out) => k.geluNewBackward(place("ew.x", x, n), place("ew.dy", dy, n), out, n));
     },
     columnStatistics(values, rows, cols) {
       if (
@@ -539,11 +536,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
     causalSoftmax(logits, tokens, heads) {
       const n = tokens * tokens * heads;
       if (logits.length < n) throw new RangeError(`causalSoftmax: ${logits.length} logits, needs ${n}`);
-      const out = e.scratchBlock("ew.out", n * 4);
-      k.causalSoftmax(place("ew.x", logits, n), tokens, heads, out);
-      const probs = e.view(out, n).slice();
-      done("ew.x", "ew.out");
-      return probs;
+      return intoNew(n, (out) => k.causalSoftmax(place("ew.x", logits, n), tokens, heads, out));
     },
     splitQkv(qkv, tokens, dim, scale) {
       const n = tokens * dim;

@@ -1,6 +1,6 @@
 // Shared by the GEMM tests: deterministic inputs, an independent float64 oracle and the operand placements.
 import { expect } from "vitest";
-import { allocateF32, type Gemm } from "../src/index.js";
+import { allocateF32, type Gemm, referenceGemm } from "../src/index.js";
 
 export type Variant = "nn" | "nt" | "tn";
 export const VARIANTS: Variant[] = ["nn", "nt", "tn"];
@@ -150,6 +150,55 @@ export function placementSweep(gemm: Gemm): number {
           worst = Math.max(worst, runCase(gemm, variant, m, k, n, accumulate, m + k + n, placement));
         }
       }
+    }
+  }
+  return worst;
+}
+
+/** Worst error ratio against every variant over `shapes` (from EDGE_SHAPES and the like), with and without accumulate. */
+export function edgeSweep(gemm: Gemm, shapes: readonly (readonly [number, number, number])[]): number {
+  let worst = 0;
+  for (const [m, k, n] of shapes) {
+    for (const variant of VARIANTS) {
+      for (const accumulate of [false, true]) {
+        worst = Math.max(worst, runCase(gemm, variant, m, k, n, accumulate, m * 1000 + k * 10 + n));
+      }
+    }
+  }
+  return worst;
+}
+
+/**
+ * Worst error ratio against referenceGemm over `trials` random shapes up to the given limits (both sides carry
+ * float32 rounding error, so the bound is twice the oracle's). `pick` chooses the GEMM per trial.
+ */
+export function randomShapesSweep(
+  pick: (trial: number) => Gemm,
+  limits: { m: number; k: number; n: number },
+  seed: number,
+  trials = 60,
+): number {
+  let state = seed;
+  const next = (limit: number) => {
+    state = (state * 1103515245 + 12345) >>> 0;
+    return 1 + (state % limit);
+  };
+  let worst = 0;
+  for (let trial = 0; trial < trials; trial++) {
+    const [m, k, n] = [next(limits.m), next(limits.k), next(limits.n)];
+    const variant = VARIANTS[trial % 3];
+    const accumulate = trial % 2 === 1;
+    const a = random(m * k, trial);
+    const b = random(k * n, trial + 1);
+    const c0 = random(m * n, trial + 2);
+    const got = c0.slice();
+    const want = c0.slice();
+    pick(trial)[variant](a, b, got, m, k, n, accumulate);
+    referenceGemm[variant](a, b, want, m, k, n, accumulate);
+    const { magnitude } = oracle(variant, a, b, accumulate ? c0 : null, m, k, n);
+    for (let i = 0; i < m * n; i++) {
+      const bound = 2 * (k + 2) * 2 ** -24 * magnitude[i] + 1e-30;
+      worst = Math.max(worst, Math.abs(got[i] - want[i]) / bound);
     }
   }
   return worst;

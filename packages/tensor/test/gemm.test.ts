@@ -18,7 +18,16 @@ import {
   setDefaultGemm,
   wasmGemm,
 } from "../src/index.js";
-import { EDGE_SHAPES, oracle, placementSweep, random, runCase, VARIANTS } from "./gemm-oracle.js";
+import {
+  EDGE_SHAPES,
+  edgeSweep,
+  oracle,
+  placementSweep,
+  random,
+  randomShapesSweep,
+  runCase,
+  VARIANTS,
+} from "./gemm-oracle.js";
 
 describe("referenceGemm", () => {
   it("computes a small product exactly", () => {
@@ -37,18 +46,7 @@ describe("referenceGemm", () => {
   });
 
   it("matches a float64 triple loop within the float32 error bound", () => {
-    let worst = 0;
-    for (const [m, k, n] of EDGE_SHAPES) {
-      for (const variant of VARIANTS) {
-        for (const accumulate of [false, true]) {
-          worst = Math.max(
-            worst,
-            runCase(referenceGemm, variant, m, k, n, accumulate, m * 1000 + k * 10 + n),
-          );
-        }
-      }
-    }
-    expect(worst).toBeLessThan(1);
+    expect(edgeSweep(referenceGemm, EDGE_SHAPES)).toBeLessThan(1);
   });
 
   it("rejects operands that are too short and bad dimensions", () => {
@@ -105,43 +103,11 @@ describe.skipIf(!isWasmGemmAvailable())("wasmGemm", () => {
   });
 
   it("matches the float64 oracle on edge shapes, with and without accumulate", () => {
-    let worst = 0;
-    for (const [m, k, n] of EDGE_SHAPES) {
-      for (const variant of VARIANTS) {
-        for (const accumulate of [false, true]) {
-          worst = Math.max(worst, runCase(gemm, variant, m, k, n, accumulate, m * 1000 + k * 10 + n));
-        }
-      }
-    }
-    expect(worst).toBeLessThan(1);
+    expect(edgeSweep(gemm, EDGE_SHAPES)).toBeLessThan(1);
   });
 
   it("matches referenceGemm on random odd shapes", () => {
-    let seed = 12345;
-    const next = (limit: number) => {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      return 1 + (seed % limit);
-    };
-    let worst = 0;
-    for (let trial = 0; trial < 60; trial++) {
-      const [m, k, n] = [next(40), next(300), next(300)];
-      const variant = VARIANTS[trial % 3];
-      const accumulate = trial % 2 === 1;
-      const a = random(m * k, trial);
-      const b = random(k * n, trial + 1);
-      const c0 = random(m * n, trial + 2);
-      const got = c0.slice();
-      const want = c0.slice();
-      gemm[variant](a, b, got, m, k, n, accumulate);
-      referenceGemm[variant](a, b, want, m, k, n, accumulate);
-      const { magnitude } = oracle(variant, a, b, accumulate ? c0 : null, m, k, n);
-      for (let i = 0; i < m * n; i++) {
-        // Both sides carry float32 rounding error, so allow twice the bound.
-        const bound = 2 * (k + 2) * 2 ** -24 * magnitude[i] + 1e-30;
-        worst = Math.max(worst, Math.abs(got[i] - want[i]) / bound);
-      }
-    }
-    expect(worst).toBeLessThan(1);
+    expect(randomShapesSweep(() => gemm, { m: 40, k: 300, n: 300 }, 12345)).toBeLessThan(1);
   });
 
   it("uses operands inside WASM memory in place, at any alignment", () => {

@@ -1,7 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { referenceGemm } from "../src/index.js";
 import { fastestGemm, nativeGemm, nativeGemmStatus } from "../src/node/index.js";
-import { EDGE_SHAPES, oracle, placementSweep, random, runCase, VARIANTS } from "./gemm-oracle.js";
+import {
+  EDGE_SHAPES,
+  edgeSweep,
+  placementSweep,
+  randomShapesSweep,
+  runCase,
+  VARIANTS,
+} from "./gemm-oracle.js";
 
 const status = nativeGemmStatus();
 
@@ -39,45 +46,14 @@ describe.skipIf(!status.available)("nativeGemm", () => {
   const split = status.available ? nativeGemm({ threads: 3, minFlops: 0 }) : referenceGemm;
 
   it("matches the float64 oracle on edge shapes, with and without accumulate, on 1 and 3 threads", () => {
-    let worst = 0;
-    for (const gemm of [one, split]) {
-      for (const [m, k, n] of [...EDGE_SHAPES, ...NATIVE_EDGES]) {
-        for (const variant of VARIANTS) {
-          for (const accumulate of [false, true]) {
-            worst = Math.max(worst, runCase(gemm, variant, m, k, n, accumulate, m * 1000 + k * 10 + n));
-          }
-        }
-      }
-    }
-    expect(worst).toBeLessThan(1);
+    for (const gemm of [one, split])
+      expect(edgeSweep(gemm, [...EDGE_SHAPES, ...NATIVE_EDGES])).toBeLessThan(1);
   });
 
   it("matches referenceGemm on random odd shapes", () => {
-    let seed = 777;
-    const next = (limit: number) => {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      return 1 + (seed % limit);
-    };
-    let worst = 0;
-    for (let trial = 0; trial < 60; trial++) {
-      const [m, k, n] = [next(70), next(600), next(300)];
-      const variant = VARIANTS[trial % 3];
-      const accumulate = trial % 2 === 1;
-      const a = random(m * k, trial);
-      const b = random(k * n, trial + 1);
-      const c0 = random(m * n, trial + 2);
-      const got = c0.slice();
-      const want = c0.slice();
-      (trial % 4 < 2 ? one : split)[variant](a, b, got, m, k, n, accumulate);
-      referenceGemm[variant](a, b, want, m, k, n, accumulate);
-      const { magnitude } = oracle(variant, a, b, accumulate ? c0 : null, m, k, n);
-      for (let i = 0; i < m * n; i++) {
-        // Both sides carry float32 rounding error, so allow twice the bound.
-        const bound = 2 * (k + 2) * 2 ** -24 * magnitude[i] + 1e-30;
-        worst = Math.max(worst, Math.abs(got[i] - want[i]) / bound);
-      }
-    }
-    expect(worst).toBeLessThan(1);
+    expect(
+      randomShapesSweep((trial) => (trial % 4 < 2 ? one : split), { m: 70, k: 600, n: 300 }, 777),
+    ).toBeLessThan(1);
   });
 
   it("reads and writes operands in WASM memory and plain arrays, at any offset", () => {
