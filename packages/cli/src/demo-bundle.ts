@@ -164,7 +164,7 @@ export async function buildDemoDatasets(
   const resuming = discardStalePartial(plan);
   log(
     `tdb serve: ${plan.reason}: ${resuming ? "resuming" : "building"} the demo's neuron datasets and ` +
-      "explanations from assets/demo/corpus (about a minute)",
+      "explanations from assets/demo/corpus (under a minute)",
   );
   // Recorded before collating: a partial left by an interrupted run is resumed only from the same inputs.
   writeInputs(partial, plan.inputs);
