@@ -75,6 +75,53 @@ export function embeddingMetrics(ctx: TdbModelContext, run: InferenceResult): La
   };
 }
 
+/** Indices of the rows of g [T × d] that hold a non-zero value. */
+function nonzeroRows(g: Float32Array, T: number, d: number): number[] {
+  const rows: number[] = [];
+  for (let t = 0; t < T; t++) {
+    for (let i = t * d; i < (t + 1) * d; i++) {
+      if (g[i] !== 0) {
+        rows.push(t);
+        break;
+      }
+    }
+  }
+  return rows;
+}
+
+function gatherRows(x: Float32Array, rows: readonly number[], d: number): Float32Array {
+  const out = new Float32Array(rows.length * d);
+  rows.forEach((t, r) => {
+    out.set(x.subarray(t * d, (t + 1) * d), r * d);
+  });
+  return out;
+}
+
+/**
+ * out[t, n] = g[t]·W[n] for g [T × d] and W [n × d], computing only the rows of g that are not zero (a loss at the
+ * last token leaves one): each row's dot products are the same whichever rows share the product.
+ */
+function projectGradientRows(
+  g: Float32Array,
+  T: number,
+  d: number,
+  w: Float32Array,
+  n: number,
+  out: Float32Array,
+): void {
+  const rows = nonzeroRows(g, T, d);
+  if (rows.length === T) {
+    gemm.nt(g, w, out, T, d, n);
+    return;
+  }
+  if (rows.length === 0) return;
+  const part = new Float32Array(rows.length * n);
+  gemm.nt(gatherRows(g, rows, d), w, part, rows.length, d, n);
+  rows.forEach((t, r) => {
+    out.set(part.subarray(r * n, (r + 1) * n), t * n);
+  });
+}
+
 export function mlpNeuronMetrics(model: Gpt2Model, run: InferenceResult, layer: number): LayerMetrics {
   const { nEmbd: d, nInner: F } = model.config;
   const T = run.tokens.length;
@@ -84,7 +131,7 @@ export function mlpNeuronMetrics(model: Gpt2Model, run: InferenceResult, layer: 
   const norms = rowNorms(wOut, F, d);
   const projected = new Float32Array(T * F); // W_out[n]·g[t]
   const live = precedes(layer, "mlp", run.finalLocation);
-  if (live) gemm.nt(run.finalResidualGradient, wOut, projected, T, d, F);
+  if (live) projectGradientRows(run.finalResidualGradient, T, d, wOut, F, projected);
   const writeNorm = new Float32Array(T * F);
   const actTimesGrad = new Float32Array(T * F);
   const direct = new Float32Array(T * F);
@@ -130,7 +177,21 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
   const live = precedes(layer, "attention", run.finalLocation);
   // projected[(u·H + h)·T + t] = (V[u,h]·W_O[h]) · g[t]
   const projected = new Float32Array(T * H * T);
-  if (live) gemm.nt(vo, run.finalResidualGradient, projected, T * H, d, T);
+  if (live) {
+    // Only tokens where the gradient is non-zero (one, for a loss at the last token) need a product.
+    const g = run.finalResidualGradient;
+    const tokens = nonzeroRows(g, T, d);
+    if (tokens.length === T) gemm.nt(vo, g, projected, T * H, d, T);
+    else if (tokens.length > 0) {
+      const part = new Float32Array(T * H * tokens.length);
+      gemm.nt(vo, gatherRows(g, tokens, d), part, T * H, d, tokens.length);
+      for (let k = 0; k < T * H; k++) {
+        tokens.forEach((t, j) => {
+          projected[k * T + t] = part[k * tokens.length + j];
+        });
+      }
+    }
+  }
   const writeNorm = new Float32Array(T * T * H);
   const actTimesGrad = new Float32Array(T * T * H);
   const direct = new Float32Array(T * T * H);
@@ -176,7 +237,7 @@ export function latentMetrics(
   const block = family.site === "resid_delta_attn" ? "attention" : "mlp";
   const live = precedes(layer, block, run.finalLocation);
   const projected = new Float32Array(T * m);
-  if (live) gemm.nt(run.finalResidualGradient, rows, projected, T, d, m);
+  if (live) projectGradientRows(run.finalResidualGradient, T, d, rows, m, projected);
   const z = record.values;
   const grad = record.gradient;
   const writeNorm = new Float32Array(T * m);
