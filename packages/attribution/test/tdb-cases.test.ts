@@ -1,9 +1,12 @@
 /**
  * Every /batched_tdb case recorded from the original TDB server (shared/fixtures/tdb-cases), reproduced through
  * the programmatic entry point: numbers within 1e-4 abs + 1e-3 rel, node sets equal up to ties, errors equal.
+ * On the WebAssembly GEMM, and again on the native one where it is built (what `tdb serve` uses then).
  */
 import { readdirSync, readFileSync } from "node:fs";
-import { describe, expect, it } from "vitest";
+import { setDefaultGemm } from "@tdb/tensor";
+import { fastestGemm, nativeGemmStatus } from "@tdb/tensor/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BatchedTdbRequestSchema, handleBatchedTdb, type TdbContext, TdbRequestError } from "../src/index.js";
 import { expectMatchesRecorded } from "./case-compare.js";
 import { loadTinyMlpAutoencoder, loadTinyModel, SHARED } from "./fixture-model.js";
@@ -23,7 +26,11 @@ const withAutoencoder: TdbContext = { ...plain, mlpAutoencoder: loadTinyMlpAutoe
 
 const files = readdirSync(casesDir).filter((f) => f.startsWith("tdb_") && f.endsWith(".json"));
 
-describe("recorded TDB /batched_tdb cases", () => {
+const engines: ("wasm" | "native")[] = nativeGemmStatus().available ? ["wasm", "native"] : ["wasm"];
+
+describe.each(engines)("recorded TDB /batched_tdb cases (%s GEMM)", (engine) => {
+  beforeAll(() => setDefaultGemm(fastestGemm(1, { TDB_GEMM: engine }).gemm));
+  afterAll(() => setDefaultGemm(null));
   it("covers every recorded case", () => expect(files.length).toBe(15));
   for (const file of files) {
     it(file, () => {
