@@ -50,5 +50,27 @@ def forward_backward():
     loss.backward()
 
 
+# Like for like with one TDB request: the same forward+backward, plus the scored-token lists a request computes
+# (232 directions — 165 node-table writes and 67 MLP input reads — each against the 50257-token vocabulary, then
+# the top and bottom 10 of each row). Not the goal's baseline; it shows how much of the gap is that extra work.
+directions = torch.randn(232, 768)
+
+
+def forward_backward_scoring():
+    forward_backward()
+    with torch.no_grad():
+        scores = directions @ model.transformer.wte.weight.T
+        torch.topk(scores, 10, dim=1)
+        torch.topk(scores, 10, dim=1, largest=False)
+
+
 print(json.dumps({"bench": "torch-gpt2-small-forward-t32" + SUFFIX, "median_ms": median_ms(forward)}))
 print(json.dumps({"bench": "torch-gpt2-small-forward-backward-t32" + SUFFIX, "median_ms": median_ms(forward_backward)}))
+print(
+    json.dumps(
+        {
+            "bench": "torch-gpt2-small-forward-backward-scoring-t32" + SUFFIX,
+            "median_ms": median_ms(forward_backward_scoring),
+        }
+    )
+)
