@@ -113,6 +113,18 @@ export class ActivationExtractor {
 
   /** Values of every group for one sequence, in `groups` order. */
   run(tokens: ArrayLike<number>): Float32Array[] {
+    return this.runMany([tokens])[0];
+  }
+
+  /**
+   * run() for several sequences of equal length in one forward pass (the weight products then have more rows, which
+   * is faster; every value equals its sequence's own pass bit for bit).
+   */
+  runMany(sequences: readonly ArrayLike<number>[]): Float32Array[][] {
+    if (sequences.length === 0) return [];
+    const T = sequences[0].length;
+    if (sequences.some((s) => s.length !== T))
+      throw new RangeError("runMany: sequences must have the same length");
     const captured = new Map<string, Float32Array>();
     const wanted = this.wanted;
     // The forward pass allocates every hook value afresh and never writes it again, so keeping references is safe.
@@ -121,9 +133,18 @@ export class ActivationExtractor {
       if (wanted.has(key)) captured.set(key, value);
       return undefined;
     };
-    this.model.forward(Array.from(tokens), { hooks: [capture], cache: false, logitRows: [] });
-    const T = tokens.length;
-    return this.sources.map((s) => s.compute(captured, T));
+    const tokens = sequences.flatMap((s) => Array.from(s));
+    this.model.forward(tokens, { hooks: [capture], cache: false, logitRows: [], sequenceLength: T });
+    const B = sequences.length;
+    return sequences.map((_, b) => {
+      // Every captured value holds the sequences one after another, in equal parts.
+      const own = new Map<string, Float32Array>();
+      for (const [key, value] of captured) {
+        const size = value.length / B;
+        own.set(key, B === 1 ? value : value.subarray(b * size, (b + 1) * size));
+      }
+      return this.sources.map((s) => s.compute(own, T));
+    });
   }
 
   private headGrams(layer: number): Float32Array[] {

@@ -18,6 +18,12 @@ import {
   DatasetWriter,
 } from "./store.js";
 
+/**
+ * Sequences run through the model together: 4 × 64 tokens make the weight products 256 rows tall, where the native
+ * GEMM runs ~20 % faster than at 64; more gains little and holds more activations at once.
+ */
+const SEQUENCES_PER_PASS = 4;
+
 export interface ShardSpec {
   index: number;
   count: number;
@@ -282,6 +288,8 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
     options.afterCommit?.(progress);
   };
 
+  // Values of sequences already run but not yet observed, in order.
+  const ahead: Float32Array[][] = [];
   try {
     for (let pos = resumedFrom; pos < total; pos++) {
       if (options.shouldStop?.() === true) {
@@ -290,7 +298,16 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
       }
       const seq = shard.index + pos * shard.count;
       const tokens = corpus.tokens.slice(seq * seqLen, (seq + 1) * seqLen);
-      const values = extractor.run(tokens);
+      if (ahead.length === 0) {
+        // The next few sequences in one forward pass (more rows per weight product); observed one by one below.
+        const count = Math.min(SEQUENCES_PER_PASS, total - pos);
+        const next = Array.from({ length: count }, (_, i) => {
+          const s = shard.index + (pos + i) * shard.count;
+          return corpus.tokens.slice(s * seqLen, (s + 1) * seqLen);
+        });
+        ahead.push(...extractor.runMany(next));
+      }
+      const values = ahead.shift()!;
       for (let g = 0; g < accumulators.length; g++) accumulators[g].observe(seq, values[g]);
       batch.push({ seq, tokens });
       for (const id of tokens) {

@@ -70,6 +70,13 @@ export interface Gpt2Weights {
 
 export interface ForwardOptions {
   hooks?: readonly ForwardHook[];
+  /**
+   * Run several sequences of this many tokens, concatenated in `tokens`, in one pass: attention stays within each
+   * sequence and positions restart, while the weight products get all rows at once (faster at collation's sizes;
+   * each row's values are the same as in a pass of its own). Only with `cache: false`, and hooks may only read:
+   * their values hold the sequences one after another ([B·T, …]; attention [B·T, T, H]).
+   */
+  sequenceLength?: number;
   /** Positions whose logits are computed (default: every position). TDB needs only one row. */
   logitRows?: readonly number[];
   /** Keep every hook value and what backward needs (default true). */
@@ -129,6 +136,19 @@ export interface BackwardResult {
   gradients: Map<string, Float32Array>;
   /** With options.block: the gradient at that block's input residual (null when nothing flowed). */
   blockInputGradient?: Float32Array | null;
+}
+
+/** Block b of `size` values of x (one sequence's part of a multi-sequence value). */
+function block(x: Float32Array, size: number, b: number): Float32Array {
+  return x.subarray(b * size, (b + 1) * size);
+}
+
+/** f(b) for each of B sequences, concatenated (f(0) itself when B = 1). */
+function perSequence(B: number, size: number, f: (b: number) => Float32Array): Float32Array {
+  if (B === 1) return f(0);
+  const out = new Float32Array(B * size);
+  for (let b = 0; b < B; b++) out.set(f(b), b * size);
+  return out;
 }
 
 export class Gpt2Model {
@@ -215,8 +235,13 @@ export class Gpt2Model {
 
   forward(tokens: readonly number[], options: ForwardOptions = {}): ForwardResult {
     const { nLayer, nEmbd: d, nInner: F, nPositions, vocabSize: V, layerNormEpsilon: eps } = this.config;
-    const T = tokens.length;
-    if (T === 0) throw new RangeError("cannot run the model on an empty token sequence");
+    // R rows: one sequence of T tokens, or several of sequenceLength each (attention stays within a sequence).
+    const R = tokens.length;
+    if (R === 0) throw new RangeError("cannot run the model on an empty token sequence");
+    const T = options.sequenceLength ?? R;
+    if (!Number.isInteger(T) || T < 1 || R % T !== 0)
+      throw new RangeError(`sequenceLength ${T} does not divide the ${R} tokens into whole sequences`);
+    const B = R / T;
     if (T > nPositions)
       throw new RangeError(`sequence of ${T} tokens exceeds the context window (${nPositions})`);
     for (const id of tokens) {
@@ -225,6 +250,7 @@ export class Gpt2Model {
     }
     const hooks = options.hooks ?? [];
     const keep = options.cache ?? true;
+    if (B > 1 && keep) throw new RangeError("several sequences run only without the cache (cache: false)");
     const activations = new Map<string, Float32Array>();
     const edits = new Map<string, HookEdit[]>();
     const H = this.config.nHead;
@@ -252,6 +278,10 @@ export class Gpt2Model {
           current = edit.value;
           if (!late) cached = current;
         }
+        if (applied.length > 0 && B > 1)
+          throw new Error(
+            `hook at ${hookKey(point, layer)} edited a multi-sequence forward; hooks may only read there`,
+          );
         if (applied.length > 0) edits.set(hookKey(point, layer), applied);
       }
       if (keep) activations.set(hookKey(point, layer), cached);
@@ -260,67 +290,87 @@ export class Gpt2Model {
 
     // LayerNorm scales are observed, not replaced: their consumers were already computed from them.
     const readOnlySite = (point: HookPoint, layer: number | null, value: Float32Array) => {
-      if (site(point, layer, value, [T]) !== value) {
+      if (site(point, layer, value, [R]) !== value) {
         throw new Error(`${hookKey(point, layer)} is read-only: detach it in the backward pass instead`);
       }
     };
 
     const w = this.weights;
-    let x: Float32Array = new Float32Array(T * d);
-    for (let t = 0; t < T; t++) {
+    let x: Float32Array = new Float32Array(R * d);
+    for (let t = 0; t < R; t++) {
       const te = tokens[t] * d;
-      const pe = t * d;
+      const pe = (t % T) * d;
       for (let i = 0; i < d; i++) x[t * d + i] = w.tokenEmbedding[te + i] + w.positionEmbedding[pe + i];
     }
-    x = site("resid.post_emb", null, x, [T, d]);
+    x = site("resid.post_emb", null, x, [R, d]);
 
     const savedLayers: SavedLayer[] = [];
     for (let l = 0; l < nLayer; l++) {
       const lw = w.layers[l];
       // Attention block.
-      const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, T, d, eps);
+      const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, R, d, eps);
       readOnlySite("attn_ln.scale", l, ln1.saved.scale);
-      const h1 = site("resid.post_attn_ln", l, ln1.out, [T, d]);
-      const qkv = new Float32Array(T * 3 * d);
-      this.gemm.nn(h1, lw.qkvWeight, qkv, T, d, 3 * d);
-      addBiasRows(qkv, lw.qkvBias, T, 3 * d);
-      let { q, k, v } = splitQkv(qkv, T, d, this.qkScale(l));
-      q = site("attn.q", l, q, [T, H, Dh]);
-      k = site("attn.k", l, k, [T, H, Dh]);
-      v = site("attn.v", l, v, [T, H, Dh]);
-      const logits = site("attn.qk_logits", l, attentionLogits(q, k, shape, this.gemm), [T, T, H]);
-      const probs = site("attn.qk_probs", l, attentionSoftmax(logits, shape), [T, T, H]);
-      const vOut = site("attn.v_out", l, attentionMix(probs, v, shape, this.gemm), [T, H, Dh]);
-      let deltaAttn: Float32Array = new Float32Array(T * d);
-      this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, T, d, d);
-      addBiasRows(deltaAttn, lw.attnOutBias, T, d);
-      deltaAttn = site("resid.delta_attn", l, deltaAttn, [T, d]);
-      x = site("resid.post_attn", l, addInto(x.slice(), deltaAttn), [T, d]);
+      const h1 = site("resid.post_attn_ln", l, ln1.out, [R, d]);
+      const qkv = new Float32Array(R * 3 * d);
+      this.gemm.nn(h1, lw.qkvWeight, qkv, R, d, 3 * d);
+      addBiasRows(qkv, lw.qkvBias, R, 3 * d);
+      let { q, k, v } = splitQkv(qkv, R, d, this.qkScale(l));
+      q = site("attn.q", l, q, [R, H, Dh]);
+      k = site("attn.k", l, k, [R, H, Dh]);
+      v = site("attn.v", l, v, [R, H, Dh]);
+      // Per sequence, concatenated ([B·T, T, H] pairs, [B·T, H, Dh] mixed values).
+      const pairs = T * T * H;
+      const rows = T * d;
+      const logits = site(
+        "attn.qk_logits",
+        l,
+        perSequence(B, pairs, (b) => attentionLogits(block(q, rows, b), block(k, rows, b), shape, this.gemm)),
+        [R, T, H],
+      );
+      const probs = site(
+        "attn.qk_probs",
+        l,
+        perSequence(B, pairs, (b) => attentionSoftmax(block(logits, pairs, b), shape)),
+        [R, T, H],
+      );
+      const vOut = site(
+        "attn.v_out",
+        l,
+        perSequence(B, rows, (b) =>
+          attentionMix(block(probs, pairs, b), block(v, rows, b), shape, this.gemm),
+        ),
+        [R, H, Dh],
+      );
+      let deltaAttn: Float32Array = new Float32Array(R * d);
+      this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, R, d, d);
+      addBiasRows(deltaAttn, lw.attnOutBias, R, d);
+      deltaAttn = site("resid.delta_attn", l, deltaAttn, [R, d]);
+      x = site("resid.post_attn", l, addInto(x.slice(), deltaAttn), [R, d]);
 
       // MLP block.
-      const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, T, d, eps);
+      const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, R, d, eps);
       readOnlySite("mlp_ln.scale", l, ln2.saved.scale);
-      const h2 = site("resid.post_mlp_ln", l, ln2.out, [T, d]);
-      let pre: Float32Array = new Float32Array(T * F);
-      this.gemm.nn(h2, lw.fcWeight, pre, T, d, F);
-      addBiasRows(pre, lw.fcBias, T, F);
-      pre = site("mlp.pre_act", l, pre, [T, F]);
-      const post = site("mlp.post_act", l, activationForward(this.activation, pre), [T, F]);
-      let deltaMlp: Float32Array = new Float32Array(T * d);
-      this.gemm.nn(post, lw.projWeight, deltaMlp, T, F, d);
-      addBiasRows(deltaMlp, lw.projBias, T, d);
-      deltaMlp = site("resid.delta_mlp", l, deltaMlp, [T, d]);
-      x = site("resid.post_mlp", l, addInto(x.slice(), deltaMlp), [T, d]);
+      const h2 = site("resid.post_mlp_ln", l, ln2.out, [R, d]);
+      let pre: Float32Array = new Float32Array(R * F);
+      this.gemm.nn(h2, lw.fcWeight, pre, R, d, F);
+      addBiasRows(pre, lw.fcBias, R, F);
+      pre = site("mlp.pre_act", l, pre, [R, F]);
+      const post = site("mlp.post_act", l, activationForward(this.activation, pre), [R, F]);
+      let deltaMlp: Float32Array = new Float32Array(R * d);
+      this.gemm.nn(post, lw.projWeight, deltaMlp, R, F, d);
+      addBiasRows(deltaMlp, lw.projBias, R, d);
+      deltaMlp = site("resid.delta_mlp", l, deltaMlp, [R, d]);
+      x = site("resid.post_mlp", l, addInto(x.slice(), deltaMlp), [R, d]);
       savedLayers.push({ ln1: ln1.saved, ln2: ln2.saved });
     }
 
-    const lnF = layerNormForward(x, w.lnFGain, w.lnFBias, T, d, eps);
+    const lnF = layerNormForward(x, w.lnFGain, w.lnFBias, R, d, eps);
     readOnlySite("resid.ln_f.scale", null, lnF.saved.scale);
-    const hF = site("resid.post_ln_f", null, lnF.out, [T, d]);
-    const logitRows = options.logitRows ? [...options.logitRows] : Array.from({ length: T }, (_, t) => t);
+    const hF = site("resid.post_ln_f", null, lnF.out, [R, d]);
+    const logitRows = options.logitRows ? [...options.logitRows] : Array.from({ length: R }, (_, t) => t);
     for (const r of logitRows) {
-      if (!Number.isInteger(r) || r < 0 || r >= T)
-        throw new RangeError(`logit row ${r} is outside [0, ${T})`);
+      if (!Number.isInteger(r) || r < 0 || r >= R)
+        throw new RangeError(`logit row ${r} is outside [0, ${R})`);
     }
     const rowsIn = gatherRows(hF, logitRows, d);
     let logits: Float32Array = new Float32Array(logitRows.length * V);
