@@ -1,5 +1,5 @@
 // Measurements of the demo bundle for assets/demo/EVAL-bundle.md (needs `npm run build`):
-//   node tools/demo/eval_bundle.mjs [--skip-saes] > /tmp/eval-bundle.json
+//   node tools/demo/eval_bundle.mjs [--skip-saes] > test-artifacts/eval-bundle.json
 // SAE_ROOT=DIR measures the autoencoder folders DIR/{mlp_post_act,resid_delta_attn} (either may be missing) instead
 // of the shipped ones, e.g. candidates before they are converted to F16.
 // 1. Each shipped autoencoder on held-out activations (assets/demo/corpus/heldout.jsonl, windows of 64 tokens,

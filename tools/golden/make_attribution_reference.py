@@ -6,7 +6,7 @@ Reads tools/golden/scenarios/l3-sae-scenarios.json and the fixture packages/attr
 runs each scenario through tdb_torch.py (an independent plain-PyTorch GPT-2 with TDB's semantics done with
 autograd) and writes packages/attribution/test/golden/l3-sae-reference.json.
 
-Before that it re-derives the PyTorch values of /work/shared/fixtures/tiny-gpt2/reference.json with the same
+Before that it re-derives the PyTorch values of ../shared/fixtures/tiny-gpt2/reference.json with the same
 code and stops if they disagree, so the semantics here are pinned to an outside reference. Each scenario is
 also run in float64: the float32 values written must agree with it, and every TopK selection must have a
 margin, so that another float32 implementation selects the same latents.

@@ -7,7 +7,7 @@ Output: packages/attribution/test/fixtures/l3-sae/
   autoencoders/mlp_post_act/{layer}.{safetensors,pt}       ReLU, 64 latents over the 128 MLP neurons
   autoencoders/resid_delta_attn/{layer}.{safetensors,pt}   TopK(k=4, postact ReLU), 48 latents over d_model 32
 
-Conventions follow /work/shared/fixtures/tiny-gpt2/autoencoders/mlp_post_act/0.*: tensors pre_bias,
+Conventions follow ../shared/fixtures/tiny-gpt2/autoencoders/mlp_post_act/0.*: tensors pre_bias,
 encoder.weight [n_latents, n_in], latent_bias, decoder.weight [n_in, n_latents], and the buffers
 stats_last_nonzero (int64), latents_activation_frequency, latents_mean_square (float32). Safetensors
 metadata: format "pt", layer, n_latents, input, activation; TopK adds k and postact_fn (strings) and

@@ -5,7 +5,7 @@ Dev tool only: run with `.venv/bin/python tools/golden/make_test_models.py` afte
 
 Outputs:
   packages/model/test/fixtures/models/<name>/{config.json, *.safetensors, golden.json}
-  packages/model/test/golden/tiny-gpt2.json   (golden values for /work/shared/fixtures/tiny-gpt2)
+  packages/model/test/golden/tiny-gpt2.json   (golden values for ../shared/fixtures/tiny-gpt2)
 
 Goldens are always computed in float32: half-precision models are reloaded with dtype=float32,
 i.e. the f16/bf16 weights exactly as stored, upcast.
@@ -134,7 +134,7 @@ def build(spec: Spec, tokenizer) -> dict[str, object]:
 
 def build_tiny_gpt2(tokenizer) -> None:
     model = GPT2LMHeadModel.from_pretrained(str(TOKENIZER_DIR), dtype=torch.float32, attn_implementation="eager")
-    golden = golden_header("Hugging Face transformers outputs for /work/shared/fixtures/tiny-gpt2 (model not copied).")
+    golden = golden_header("Hugging Face transformers outputs for ../shared/fixtures/tiny-gpt2 (model not copied).")
     golden.update(model="tiny-gpt2", storedDtype="float32", computeDtype="float32")
     golden.update(golden_for_model(model, tokenizer))
     write_json(GOLDEN_DIR / "tiny-gpt2.json", golden)

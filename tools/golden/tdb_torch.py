@@ -2,7 +2,7 @@
 
 Everything TDB-specific is expressed with autograd: ablations are tensor edits, the in-graph autoencoder is
 `decode(z') + (x - decode(z))`, detached LayerNorm scales are `.detach()`, and traces are scalars recomputed
-from the (attached) residual before the traced block. Semantics: /work/shared/docs/tdb-spec.md §3.3, §4.1-§4.7.
+from the (attached) residual before the traced block. Semantics: ../shared/docs/tdb-spec.md §3.3, §4.1-§4.7.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
 // Compares the PyTorch re-derivation written by tools/tdb-maths/reproduce_cases.py with the recorded TDB cases.
-// Dev-only: skipped unless that script's output folder exists (TDB_REPRODUCED_DIR, default /tmp/tdb-reproduced).
+// Dev-only: skipped unless that script's output folder exists (TDB_REPRODUCED_DIR, default
+// test-artifacts/tdb-reproduced in this repository, git-ignored).
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { diffAgainstRecorded } from "../../packages/attribution/test/case-compare.js";
 
 const casesDir = new URL("../../../shared/fixtures/tdb-cases/", import.meta.url);
-const reproducedDir = process.env.TDB_REPRODUCED_DIR ?? "/tmp/tdb-reproduced";
+const reproducedDir =
+  process.env.TDB_REPRODUCED_DIR ??
+  fileURLToPath(new URL("../../test-artifacts/tdb-reproduced", import.meta.url));
 
 describe.skipIf(!existsSync(reproducedDir))("PyTorch re-derivation of the recorded TDB cases", () => {
   for (const file of readdirSync(casesDir).filter((name) => name.startsWith("tdb_"))) {

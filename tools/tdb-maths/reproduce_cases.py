@@ -1,7 +1,7 @@
 """Independent PyTorch re-derivation of TDB's /batched_tdb answers for the tiny-gpt2 fixture.
 
 Dev-only check of docs/tdb-maths.md: it follows the recipe written there (not TDB's code), runs every recorded
-case in /work/shared/fixtures/tdb-cases and writes our answer for each to an output folder, in the wire format,
+case in ../shared/fixtures/tdb-cases and writes our answer for each to an output folder, in the wire format,
 so the recorded and re-derived responses can be compared (tools/tdb-maths/compare_cases.test.ts does that with
 packages/attribution/test/case-compare.ts).
 
@@ -523,7 +523,9 @@ def batched_tdb(request: dict, with_ae: bool) -> dict:
 
 
 def main() -> None:
-    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tdb-reproduced")
+    # Default: the repository's git-ignored test-artifacts/, where compare_cases.test.ts looks.
+    default = Path(__file__).resolve().parents[2] / "test-artifacts" / "tdb-reproduced"
+    out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted(CASES_DIR.glob("tdb_*.json")):
         case = json.loads(path.read_text())
