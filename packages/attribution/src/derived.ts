@@ -4,7 +4,7 @@
  *   zero unless the node precedes the final-residual location; estimated total effect = activation·gradient.
  */
 
-import { type Gpt2Model, hookKey, type SparseAutoencoder } from "@tdb/model";
+import { type Gpt2Model, gatherRows, hookKey, type SparseAutoencoder } from "@tdb/model";
 import { defaultGemm, type Gemm } from "@tdb/tensor";
 import type { AutoencoderFamily, InferenceResult, ResidualLocation, TdbModelContext } from "./inference.js";
 
@@ -75,8 +75,12 @@ export function embeddingMetrics(ctx: TdbModelContext, run: InferenceResult): La
   };
 }
 
-/** Indices of the rows of g [T × d] that hold a non-zero value. */
+const nonzeroRowsCache = new WeakMap<Float32Array, number[]>();
+
+/** Indices of the rows of g [T × d] that hold a non-zero value (found once per gradient: every layer asks). */
 function nonzeroRows(g: Float32Array, T: number, d: number): number[] {
+  const known = nonzeroRowsCache.get(g);
+  if (known) return known;
   const rows: number[] = [];
   for (let t = 0; t < T; t++) {
     for (let i = t * d; i < (t + 1) * d; i++) {
@@ -86,15 +90,8 @@ function nonzeroRows(g: Float32Array, T: number, d: number): number[] {
       }
     }
   }
+  nonzeroRowsCache.set(g, rows);
   return rows;
-}
-
-function gatherRows(x: Float32Array, rows: readonly number[], d: number): Float32Array {
-  const out = new Float32Array(rows.length * d);
-  rows.forEach((t, r) => {
-    out.set(x.subarray(t * d, (t + 1) * d), r * d);
-  });
-  return out;
 }
 
 /**

@@ -30,6 +30,23 @@ function reference(arrays: readonly Float32Array[], k: number): { top: Picked[];
   return { top, bottom };
 }
 
+/**
+ * The n largest (descending, earlier index first among ties) and n smallest (ascending; among equal values the
+ * later index comes first — TDB's reversed block) of the kept indices, by full sorts.
+ */
+function sortedExtremes(
+  values: Float32Array,
+  kept: number[],
+  n: number,
+): { wantTop: number[]; wantBottom: number[] } {
+  const wantTop = [...kept].sort((a, b) => values[b] - values[a] || a - b).slice(0, n);
+  const wantBottom = [...kept]
+    .sort((a, b) => values[a] - values[b] || a - b)
+    .slice(0, n)
+    .sort((a, b) => values[a] - values[b] || b - a);
+  return { wantTop, wantBottom };
+}
+
 describe("topAndBottom", () => {
   it("equals a full sort, ties going to the earlier position, for every k", () => {
     for (let seed = 1; seed <= 30; seed++) {
@@ -61,12 +78,7 @@ describe("largest / smallest", () => {
       const excluded = new Set(Array.from({ length: 60 }, (_, i) => (i * 37 + seed) % 500));
       const kept = [...values.keys()].filter((i) => !excluded.has(i));
       for (const n of [1, 10, 100]) {
-        const wantTop = [...kept].sort((a, b) => values[b] - values[a] || a - b).slice(0, n);
-        // smallest: ascending values; among equal values the later index comes first (TDB's reversed block).
-        const wantBottom = [...kept]
-          .sort((a, b) => values[a] - values[b] || a - b)
-          .slice(0, n)
-          .sort((a, b) => values[a] - values[b] || b - a);
+        const { wantTop, wantBottom } = sortedExtremes(values, kept, n);
         expect(largest(values, n, excluded)).toEqual(wantTop);
         expect(smallest(values, n, excluded)).toEqual(wantBottom);
         expect(largestAndSmallest(values, n, excluded)).toEqual({ largest: wantTop, smallest: wantBottom });
@@ -103,11 +115,7 @@ describe("selection over long arrays (SIMD pre-pass)", () => {
       values[17] = Number.NaN;
       const kept = [...values.keys()].filter((i) => !excluded.has(i) && !Number.isNaN(values[i]));
       for (const n of [1, 10, 100]) {
-        const wantTop = [...kept].sort((a, b) => values[b] - values[a] || a - b).slice(0, n);
-        const wantBottom = [...kept]
-          .sort((a, b) => values[a] - values[b] || a - b)
-          .slice(0, n)
-          .sort((a, b) => values[a] - values[b] || b - a);
+        const { wantTop, wantBottom } = sortedExtremes(values, kept, n);
         expect(largestAndSmallest(values, n, excluded)).toEqual({ largest: wantTop, smallest: wantBottom });
       }
     }

@@ -288,8 +288,8 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
     options.afterCommit?.(progress);
   };
 
-  // Values of sequences already run but not yet observed, in order.
-  const ahead: Float32Array[][] = [];
+  // Sequences already run through the model but not yet observed, in order.
+  const ahead: { tokens: TokenizedCorpus["tokens"]; values: Float32Array[] }[] = [];
   try {
     for (let pos = resumedFrom; pos < total; pos++) {
       if (options.shouldStop?.() === true) {
@@ -297,7 +297,6 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
         break;
       }
       const seq = shard.index + pos * shard.count;
-      const tokens = corpus.tokens.slice(seq * seqLen, (seq + 1) * seqLen);
       if (ahead.length === 0) {
         // The next few sequences in one forward pass (more rows per weight product); observed one by one below.
         const count = Math.min(SEQUENCES_PER_PASS, total - pos);
@@ -305,9 +304,12 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
           const s = shard.index + (pos + i) * shard.count;
           return corpus.tokens.slice(s * seqLen, (s + 1) * seqLen);
         });
-        ahead.push(...extractor.runMany(next));
+        const values = extractor.runMany(next);
+        next.forEach((tokens, i) => {
+          ahead.push({ tokens, values: values[i] });
+        });
       }
-      const values = ahead.shift()!;
+      const { tokens, values } = ahead.shift()!;
       for (let g = 0; g < accumulators.length; g++) accumulators[g].observe(seq, values[g]);
       batch.push({ seq, tokens });
       for (const id of tokens) {

@@ -602,7 +602,8 @@ function toActivation(name: string): Activation {
   );
 }
 
-function gatherRows(x: Float32Array, rows: readonly number[], dim: number): Float32Array {
+/** The given rows of x [·, dim], in that order, as a new [rows.length, dim] array. */
+export function gatherRows(x: Float32Array, rows: readonly number[], dim: number): Float32Array {
   const out = new Float32Array(rows.length * dim);
   rows.forEach((r, i) => {
     out.set(x.subarray(r * dim, (r + 1) * dim), i * dim);

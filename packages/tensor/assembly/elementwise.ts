@@ -47,6 +47,12 @@ function tanh4(u: v128): v128 {
   return t;
 }
 
+// tanh of one value: the fit, or the exact form past the clamp (the tails of the SIMD loops).
+@inline
+function tanhOne(u: f64): f64 {
+  return Math.abs(u) > <f64>TANH_CLAMP ? tanhTail(u) : <f64>f32x4.extract_lane(tanhFit(f32x4.splat(<f32>u)), 0);
+}
+
 @inline
 function inner(v: v128): v128 {
   // √(2/π)·(v + 0.044715·v³)
@@ -68,7 +74,7 @@ export function geluNew(x: usize, y: usize, n: i32): void {
     const o = <usize>i << 2;
     const v = <f64>load<f32>(x + o);
     const u = <f64>SQRT_2_OVER_PI * (v + <f64>CUBIC * v * v * v);
-    const t = Math.abs(u) > <f64>TANH_CLAMP ? tanhTail(u) : <f64>f32x4.extract_lane(tanhFit(f32x4.splat(<f32>u)), 0);
+    const t = tanhOne(u);
     store<f32>(y + o, <f32>(0.5 * v * (1 + t)));
   }
 }
@@ -95,7 +101,7 @@ export function geluNewBackward(x: usize, dy: usize, dx: usize, n: i32): void {
     const o = <usize>i << 2;
     const v = <f64>load<f32>(x + o);
     const u = <f64>SQRT_2_OVER_PI * (v + <f64>CUBIC * v * v * v);
-    const t = Math.abs(u) > <f64>TANH_CLAMP ? tanhTail(u) : <f64>f32x4.extract_lane(tanhFit(f32x4.splat(<f32>u)), 0);
+    const t = tanhOne(u);
     const dInner = <f64>SQRT_2_OVER_PI * (1 + 3 * <f64>CUBIC * v * v);
     store<f32>(dx + o, <f32>(<f64>load<f32>(dy + o) * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner)));
   }

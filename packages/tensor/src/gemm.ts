@@ -58,3 +58,29 @@ export function checkGemmArgs(
   checkLength("B", b, k * n);
   checkLength("C", c, m * n);
 }
+
+/** One product with its variant given as flags: transA (A given as At[k×m]) and transB (B given as Bt[n×k]). */
+export type GemmOp = (
+  transA: 0 | 1,
+  transB: 0 | 1,
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  accumulate: boolean,
+) => void;
+
+/** The Gemm whose nn, nt and tn call `op` with the matching flags, after checking the arguments. */
+export function gemmFromOp(op: GemmOp): Gemm {
+  const run: GemmOp = (transA, transB, a, b, c, m, k, n, accumulate) => {
+    checkGemmArgs(a, b, c, m, k, n);
+    op(transA, transB, a, b, c, m, k, n, accumulate);
+  };
+  return {
+    nn: (a, b, c, m, k, n, accumulate = false) => run(0, 0, a, b, c, m, k, n, accumulate),
+    nt: (a, bt, c, m, k, n, accumulate = false) => run(0, 1, a, bt, c, m, k, n, accumulate),
+    tn: (at, b, c, m, k, n, accumulate = false) => run(1, 0, at, b, c, m, k, n, accumulate),
+  };
+}

@@ -1,5 +1,5 @@
 import { decodeBase64 } from "./base64.js";
-import { checkGemmArgs, type Gemm } from "./gemm.js";
+import { type Gemm, gemmFromOp } from "./gemm.js";
 import { gemmWasmBase64 } from "./gemm-wasm.generated.js";
 
 // The WebAssembly API is reached through globalThis with local types, so this package needs neither the DOM lib
@@ -185,6 +185,17 @@ class WasmEngine {
     return ptr;
   }
 
+  /**
+   * The byte address of `length` floats of `array` inside the WASM memory: the array itself where it lives there,
+   * else the scratch block `name`, filled with a copy unless copyIn is false.
+   */
+  place(name: string, array: Float32Array, length: number, copyIn = true): number {
+    if (this.contains(array)) return array.byteOffset;
+    const ptr = this.scratchBlock(name, length * 4);
+    if (copyIn) this.view(ptr, length).set(array.subarray(0, length));
+    return ptr;
+  }
+
   trimScratch(name: string): void {
     const current = this.scratch.get(name);
     if (current && current.bytes > KEEP_SCRATCH_BYTES) {
@@ -275,42 +286,20 @@ export function tileScratch(index: number): number {
 }
 
 function createWasmGemm(e: WasmEngine, execute: (job: KernelJob) => void): Gemm {
-  // Operands outside the WASM memory are copied into named scratch blocks; C is copied back afterwards.
-  const place = (name: string, array: Float32Array, length: number, copyIn: boolean): number => {
-    if (e.contains(array)) return array.byteOffset;
-    const ptr = e.scratchBlock(name, length * 4);
-    if (copyIn) e.view(ptr, length).set(array.subarray(0, length));
-    return ptr;
-  };
-  const run = (
-    transA: number,
-    transB: number,
-    a: Float32Array,
-    b: Float32Array,
-    c: Float32Array,
-    m: number,
-    k: number,
-    n: number,
-    accumulate: boolean,
-  ): void => {
-    checkGemmArgs(a, b, c, m, k, n);
+  return gemmFromOp((transA, transB, a, b, c, m, k, n, accumulate) => {
     if (m === 0 || n === 0) return;
     if (k === 0) {
       if (!accumulate) c.fill(0, 0, m * n);
       return;
     }
-    const aPtr = place("a", a, m * k, true);
-    const bPtr = place("b", b, k * n, true);
-    const cPtr = place("c", c, m * n, accumulate);
+    // Operands outside the WASM memory are copied into named scratch blocks; C is copied back afterwards.
+    const aPtr = e.place("a", a, m * k);
+    const bPtr = e.place("b", b, k * n);
+    const cPtr = e.place("c", c, m * n, accumulate);
     execute({ transA, transB, a: aPtr, b: bPtr, c: cPtr, m, k, n, accumulate: accumulate ? 1 : 0 });
     if (!e.contains(c)) c.set(e.view(cPtr, m * n));
     for (const name of ["a", "b", "c"]) e.trimScratch(name);
-  };
-  return {
-    nn: (a, b, c, m, k, n, accumulate = false) => run(0, 0, a, b, c, m, k, n, accumulate),
-    nt: (a, bt, c, m, k, n, accumulate = false) => run(0, 1, a, bt, c, m, k, n, accumulate),
-    tn: (at, b, c, m, k, n, accumulate = false) => run(1, 0, at, b, c, m, k, n, accumulate),
-  };
+  });
 }
 
 /** Runs columns [j0, j1) of a job on the calling thread, with scratch blocks named after `thread`. */
@@ -430,13 +419,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
     elementwise = null;
     return null;
   }
-  // Operands outside the WASM memory are copied into named scratch blocks (released again when large).
-  const place = (name: string, array: Float32Array, length: number): number => {
-    if (e.contains(array)) return array.byteOffset;
-    const ptr = e.scratchBlock(name, length * 4);
-    e.view(ptr, length).set(array.subarray(0, length));
-    return ptr;
-  };
+  // Operands outside the WASM memory are copied into named scratch blocks (e.place; released again when large).
   const done = (...names: string[]) => {
     for (const name of names) e.trimScratch(name);
   };
@@ -468,11 +451,11 @@ export function wasmElementwise(): ElementwiseKernels | null {
     return entry;
   };
   elementwise = {
-    geluNew: (x) => intoNew(x.length, (out) => k.geluNew(place("ew.x", x, x.length), out, x.length)),
+    geluNew: (x) => intoNew(x.length, (out) => k.geluNew(e.place("ew.x", x, x.length), out, x.length)),
     geluNewBackward(x, dy) {
       const n = x.length;
       if (dy.length < n) throw new RangeError(`geluNewBackward: dy has ${dy.length} elements, needs ${n}`);
-      return intoNew(n, (out) => k.geluNewBackward(place("ew.x", x, n), place("ew.dy", dy, n), out, n));
+      return intoNew(n, (out) => k.geluNewBackward(e.place("ew.x", x, n), e.place("ew.dy", dy, n), out, n));
     },
     columnStatistics(values, rows, cols) {
       if (
@@ -489,7 +472,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const sumSq = stats + cols * 8;
       const max = stats + cols * 16;
       const positives = max + cols * 4;
-      k.columnStats(place("ew.x", values, rows * cols), rows, cols, max, sum, sumSq, positives);
+      k.columnStats(e.place("ew.x", values, rows * cols), rows, cols, max, sum, sumSq, positives);
       const buffer = e.buffer();
       const result = {
         max: new Float32Array(buffer, max, cols).slice(),
@@ -506,9 +489,9 @@ export function wasmElementwise(): ElementwiseKernels | null {
         throw new RangeError(`layerNorm: operands too short for ${rows} × ${dim}`);
       const outs = e.scratchBlock("ew.ln", n * 8 + rows * 4);
       k.layerNorm(
-        place("ew.x", x, n),
-        place("ew.g", gain, dim),
-        place("ew.b", bias, dim),
+        e.place("ew.x", x, n),
+        e.place("ew.g", gain, dim),
+        e.place("ew.b", bias, dim),
         rows,
         dim,
         eps,
@@ -528,21 +511,21 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const n = rows * dim;
       if (x.length < n || bias.length < dim)
         throw new RangeError(`addBiasRows: operands too short for ${rows} × ${dim}`);
-      const ptr = place("ew.x", x, n);
-      k.addBiasRows(ptr, place("ew.b", bias, dim), rows, dim);
+      const ptr = e.place("ew.x", x, n);
+      k.addBiasRows(ptr, e.place("ew.b", bias, dim), rows, dim);
       if (!e.contains(x)) x.set(e.view(ptr, n));
       done("ew.x");
     },
     causalSoftmax(logits, tokens, heads) {
       const n = tokens * tokens * heads;
       if (logits.length < n) throw new RangeError(`causalSoftmax: ${logits.length} logits, needs ${n}`);
-      return intoNew(n, (out) => k.causalSoftmax(place("ew.x", logits, n), tokens, heads, out));
+      return intoNew(n, (out) => k.causalSoftmax(e.place("ew.x", logits, n), tokens, heads, out));
     },
     splitQkv(qkv, tokens, dim, scale) {
       const n = tokens * dim;
       if (qkv.length < 3 * n) throw new RangeError(`splitQkv: ${qkv.length} values, needs ${3 * n}`);
       const out = e.scratchBlock("ew.qkv", n * 12);
-      k.splitQkv(place("ew.x", qkv, 3 * n), tokens, dim, Math.fround(scale), out, out + n * 4, out + n * 8);
+      k.splitQkv(e.place("ew.x", qkv, 3 * n), tokens, dim, Math.fround(scale), out, out + n * 4, out + n * 8);
       const result = {
         q: e.view(out, n).slice(),
         k: e.view(out + n * 4, n).slice(),
@@ -559,7 +542,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const mask = excluded ? maskFor(excluded, n) : null;
       const out = e.scratchBlock("ew.extremes", Math.max(1, blocks) * 8);
       k.blockExtremes(
-        place("ew.x", values, n),
+        e.place("ew.x", values, n),
         n,
         block,
         out,

@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { checkGemmArgs, type Gemm } from "../gemm.js";
+import { type Gemm, gemmFromOp } from "../gemm.js";
 import { DEFAULT_MIN_FLOPS } from "./threaded.js";
 
 interface Addon {
@@ -77,25 +77,14 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
   if (!Number.isInteger(threads) || threads < 1)
     throw new RangeError("nativeGemm: threads must be a positive integer");
   const minFlops = options.minFlops ?? DEFAULT_MIN_FLOPS;
-  const run = (
-    transA: number,
-    transB: number,
-    a: Float32Array,
-    b: Float32Array,
-    c: Float32Array,
-    m: number,
-    k: number,
-    n: number,
-    accumulate = false,
-  ): void => {
-    checkGemmArgs(a, b, c, m, k, n);
+  const gemm = gemmFromOp((transA, transB, a, b, c, m, k, n, accumulate) => {
     const split = threads > 1 && 2 * m * k * n >= minFlops ? threads : 1;
     native.gemm(transA, transB, a, b, c, m, k, n, accumulate ? 1 : 0, split);
-  };
+  });
   return {
-    nn: (a, b, c, m, k, n, accumulate) => run(0, 0, a, b, c, m, k, n, accumulate),
-    nt: (a, bt, c, m, k, n, accumulate) => run(0, 1, a, bt, c, m, k, n, accumulate),
-    tn: (at, b, c, m, k, n, accumulate) => run(1, 0, at, b, c, m, k, n, accumulate),
+    nn: gemm.nn,
+    nt: gemm.nt,
+    tn: gemm.tn,
     threads,
   };
 }
