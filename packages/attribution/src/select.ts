@@ -260,7 +260,8 @@ function pickOne(
 }
 
 const masks = new WeakMap<ReadonlySet<number>, Uint8Array>();
-function exclusionMask(excluded: ReadonlySet<number>, length: number): Uint8Array {
+/** A bitmap (1 = excluded) of at least `length` entries, made once per set. */
+export function exclusionMask(excluded: ReadonlySet<number>, length: number): Uint8Array {
   let mask = masks.get(excluded);
   if (!mask || mask.length < length) {
     mask = new Uint8Array(length);

@@ -24,7 +24,7 @@ import {
   type TraceSpec,
 } from "./inference.js";
 import { LEAST_COMMON_GPT2_TOKEN_IDS } from "./least-common-tokens.js";
-import { largest, largestAndSmallest, topAndBottom } from "./select.js";
+import { exclusionMask, largest, largestAndSmallest, smallest, topAndBottom } from "./select.js";
 import type {
   BatchedResponse,
   BatchedTdbRequest,
@@ -715,7 +715,7 @@ export function writeVector(ctx: TdbModelContext, run: InferenceResult, node: No
   return out;
 }
 
-/** Rows per product in forEachScoreRow: bounds its reused score buffer (64 × 50257 floats = 13 MB). */
+/** Rows per product where scores are computed in full: bounds the reused score buffer (64 × 50257 floats = 13 MB). */
 const SCORING_ROWS = 64;
 let scoreBuffer: Float32Array = new Float32Array(0);
 const columnMeanCache = new WeakMap<Float32Array, Float64Array>();
@@ -731,39 +731,89 @@ function columnMean(matrix: Float32Array, V: number, d: number): Float64Array {
   return mean;
 }
 
+/** The `count` highest and lowest scores of one direction against a vocabulary, with their raw scores. */
+interface ExtremeScores {
+  largest: number[];
+  smallest: number[];
+  /** Raw score by vocabulary id, for the ids listed. */
+  scores: Map<number, number>;
+  /** The mean score over the whole vocabulary (direction · column mean of the matrix). */
+  mean: number;
+}
+
 /**
- * Scores each row r of `directions` ([n, d]) against every row of `matrix` ([V, d]) and calls use(r, scores, mean)
- * with the row's [V] scores and their mean over the vocabulary. The mean is direction · (column mean of matrix), so
- * centring costs no pass over the scores, and subtracting it changes no ranking: callers select on the raw scores
- * and subtract the mean from the few they report. Rows go through the GEMM in near-equal chunks of at most
- * SCORING_ROWS (131 rows: 3 × 44, not 64 + 64 + 3); `scores` is a reused buffer that `use` must not keep.
+ * For each row r of `directions` ([n, d]) scored against every row of `matrix` ([V, d]): the ids of the `count`
+ * largest and smallest scores (excluded ids never listed; ties to the lower id, as largestAndSmallest), their raw
+ * scores and the mean score. The mean is direction · (column mean of matrix), so centring costs no pass over the
+ * scores; callers subtract it from the few they report. Where the GEMM screens rows without forming the product
+ * (ntExtremes: the native engine), only the candidates it returns are ranked, by their exact scores; other rows go
+ * through the full product in near-equal chunks of at most SCORING_ROWS.
  */
-function forEachScoreRow(
+function extremeScores(
   directions: Float32Array,
   n: number,
   matrix: Float32Array,
   d: number,
   V: number,
-  use: (r: number, scores: Float32Array, mean: number) => void,
-): void {
-  if (n === 0) return;
-  const chunks = Math.ceil(n / SCORING_ROWS);
-  const rowsPerChunk = Math.ceil(n / chunks);
+  count: number,
+  excluded: ReadonlySet<number>,
+): ExtremeScores[] {
+  const out = new Array<ExtremeScores>(n);
+  if (n === 0) return out;
+  const columns = columnMean(matrix, V, d);
+  const meanOf = (r: number) => {
+    let m = 0;
+    for (let i = 0; i < d; i++) m += directions[r * d + i] * columns[i];
+    return m;
+  };
+  const skip = excluded.size > 0 ? exclusionMask(excluded, V) : null;
+  const screened = defaultGemm().ntExtremes?.(directions, matrix, n, d, V, count, skip) ?? null;
+  const full: number[] = [];
+  for (let r = 0; r < n; r++) {
+    if (screened === null || screened.screened[r] !== 1) {
+      full.push(r);
+      continue;
+    }
+    const { offsets, index, value } = screened;
+    const topIds = index.subarray(offsets[2 * r], offsets[2 * r + 1]);
+    const topValues = value.subarray(offsets[2 * r], offsets[2 * r + 1]);
+    const bottomIds = index.subarray(offsets[2 * r + 1], offsets[2 * r + 2]);
+    const bottomValues = value.subarray(offsets[2 * r + 1], offsets[2 * r + 2]);
+    // Candidates are in id order, so ranking them resolves ties exactly as a scan of the whole row would.
+    const topAt = largest(topValues, count);
+    const bottomAt = smallest(bottomValues, count);
+    const scores = new Map<number, number>();
+    for (const p of topAt) scores.set(topIds[p], topValues[p]);
+    for (const p of bottomAt) scores.set(bottomIds[p], bottomValues[p]);
+    const top = topAt.map((p) => topIds[p]);
+    const bottom = bottomAt.map((p) => bottomIds[p]);
+    out[r] = { largest: top, smallest: bottom, scores, mean: meanOf(r) };
+  }
+  if (full.length === 0) return out;
+  const rows = new Float32Array(full.length * d);
+  full.forEach((r, i) => {
+    rows.set(directions.subarray(r * d, (r + 1) * d), i * d);
+  });
+  const chunks = Math.ceil(full.length / SCORING_ROWS);
+  const rowsPerChunk = Math.ceil(full.length / chunks);
   if (scoreBuffer.length < rowsPerChunk * V) {
     // In the WebAssembly memory (where it runs), so that the selection's SIMD pre-pass reads it in place.
     freeF32(scoreBuffer);
     scoreBuffer = allocateF32(rowsPerChunk * V);
   }
-  const mean = columnMean(matrix, V, d);
-  for (let start = 0; start < n; start += rowsPerChunk) {
-    const rows = Math.min(rowsPerChunk, n - start);
-    defaultGemm().nt(directions.subarray(start * d, (start + rows) * d), matrix, scoreBuffer, rows, d, V);
-    for (let r = 0; r < rows; r++) {
-      let m = 0;
-      for (let i = 0; i < d; i++) m += directions[(start + r) * d + i] * mean[i];
-      use(start + r, scoreBuffer.subarray(r * V, (r + 1) * V), m);
+  for (let start = 0; start < full.length; start += rowsPerChunk) {
+    const chunk = Math.min(rowsPerChunk, full.length - start);
+    defaultGemm().nt(rows.subarray(start * d, (start + chunk) * d), matrix, scoreBuffer, chunk, d, V);
+    for (let i = 0; i < chunk; i++) {
+      const row = scoreBuffer.subarray(i * V, (i + 1) * V);
+      const picked = largestAndSmallest(row, count, excluded);
+      const scores = new Map<number, number>();
+      for (const id of [...picked.largest, ...picked.smallest]) scores.set(id, row[id]);
+      const r = full[start + i];
+      out[r] = { largest: picked.largest, smallest: picked.smallest, scores, mean: meanOf(r) };
     }
   }
+  return out;
 }
 
 /** Scores of every vocabulary entry for each row of `directions` ([N, d]) against `matrix` ([V, d]). */
@@ -788,18 +838,6 @@ export function topTokens(
 ): TopTokens {
   const { largest: top, smallest: bottom } = largestAndSmallest(scores, count, excluded);
   return tokenLists(ctx, top, bottom, (id) => scores[id]);
-}
-
-/** topTokens() of (scores − offset), selecting on the raw scores (the same ranking). */
-function topTokensOffset(
-  ctx: TdbContext,
-  scores: Float32Array,
-  offset: number,
-  excluded: ReadonlySet<number>,
-  count: number,
-): TopTokens {
-  const { largest: top, smallest: bottom } = largestAndSmallest(scores, count, excluded);
-  return tokenLists(ctx, top, bottom, (id) => scores[id] - offset);
 }
 
 function tokenLists(
@@ -915,17 +953,17 @@ function scoredTokensOfUnits(
   direct.forEach((row, r) => {
     directions.set(row, (missing.length + r) * d);
   });
-  const directLists: TopTokens[] = [];
-  forEachScoreRow(directions, n, matrix, d, V, (r, row, mean) => {
+  const picked = extremeScores(directions, n, matrix, d, V, count, excluded);
+  const directLists = direct.map((_, k) => {
+    const { largest: top, smallest: bottom, scores, mean } = picked[missing.length + k];
     const offset = center ? mean : 0;
-    if (r >= missing.length) {
-      directLists.push(topTokensOffset(ctx, row, offset, excluded, count));
-      return;
-    }
-    const i = missing[r];
-    const picked = largestAndSmallest(row, count, excluded);
-    const entry: UnitTokenLists = { top: picked.largest, bottom: picked.smallest, scores: new Map() };
-    for (const id of [...picked.largest, ...picked.smallest]) entry.scores.set(id, row[id] - offset);
+    return tokenLists(ctx, top, bottom, (id) => scores.get(id)! - offset);
+  });
+  missing.forEach((i, r) => {
+    const { largest: top, smallest: bottom, scores, mean } = picked[r];
+    const offset = center ? mean : 0;
+    const entry: UnitTokenLists = { top, bottom, scores: new Map() };
+    for (const [id, score] of scores) entry.scores.set(id, score - offset);
     cacheUnitLists(unitCacheKey(kind, units[i], count, excluded), entry);
     lists[i] = entry;
   });

@@ -1,11 +1,13 @@
 /**
  * Scored tokens of MLP neurons and latents go through cached per-row lists (activation × a fixed weight row). They
  * must equal scoring each node's own direction against the whole vocabulary, for positive and negative
- * activations, and a warm cache must give exactly what a cold one gives.
+ * activations, and a warm cache must give exactly what a cold one gives. On the WebAssembly GEMM (full products) and
+ * on the native one where it is built (int8 screening of the vocabulary, then exact scores for the candidates).
  */
 import { hookKey } from "@tdb/model";
 import { currentDefaultGemm, type Gemm, setDefaultGemm } from "@tdb/tensor";
-import { describe, expect, it } from "vitest";
+import { fastestGemm, nativeGemmStatus } from "@tdb/tensor/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   clearScoredTokenCache,
   inputTokensThatUpvoteMlp,
@@ -118,7 +120,11 @@ function expectMatches(lists: TopTokens | null, scores: Float64Array) {
   check(lists!.bottom, byScore.slice(-10).reverse());
 }
 
-describe("scored tokens through cached per-row lists", () => {
+const engines: ("wasm" | "native")[] = nativeGemmStatus().available ? ["wasm", "native"] : ["wasm"];
+describe.each(engines)("scored tokens on the %s GEMM", (engine) => {
+  beforeAll(() => setDefaultGemm(fastestGemm(1, { TDB_GEMM: engine }).gemm));
+  afterAll(() => setDefaultGemm(null));
+
   it("upvoted output tokens of neurons (both signs) and latents equal TDB's direct definition", () => {
     clearScoredTokenCache();
     const nodes = [...neurons, ...latents];
@@ -131,6 +137,37 @@ describe("scored tokens through cached per-row lists", () => {
     clearScoredTokenCache();
     const lists = inputTokensThatUpvoteMlp(ctx, run, neurons, excluded, 10);
     for (const [i, node] of neurons.entries()) expectMatches(lists[i], directInput(node));
+  });
+
+  it("screens the vocabulary instead of scoring all of it where the engine can", () => {
+    const inner = currentDefaultGemm();
+    let full = 0;
+    let screened = 0;
+    const counting: Gemm = {
+      nn: (...args) => inner.nn(...args),
+      tn: (...args) => inner.tn(...args),
+      nt: (a, bt, c, m, k, n, accumulate) => {
+        if (n === V) full += m;
+        inner.nt(a, bt, c, m, k, n, accumulate);
+      },
+      ntExtremes: inner.ntExtremes
+        ? (a, bt, m, k, n, count, skip) => {
+            const result = inner.ntExtremes!(a, bt, m, k, n, count, skip);
+            if (result) screened += result.screened.reduce((s, x) => s + x, 0);
+            return result;
+          }
+        : undefined,
+    };
+    setDefaultGemm(counting);
+    try {
+      clearScoredTokenCache();
+      upvotedOutputTokens(ctx, run, [...neurons, ...latents], excluded, 10);
+      const rows = neurons.length + latents.length;
+      if (engine === "native") expect([screened, full]).toEqual([rows, 0]);
+      else expect([screened, full]).toEqual([0, rows]);
+    } finally {
+      setDefaultGemm(inner);
+    }
   });
 
   it("a warm cache answers exactly as a cold one, without scoring the vocabulary again", () => {

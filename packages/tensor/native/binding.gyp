@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "tdb_gemm",
-      "sources": ["gemm.c"],
+      "sources": ["gemm.c", "screen.c"],
       "cflags": ["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

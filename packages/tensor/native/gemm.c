@@ -10,6 +10,8 @@
 //    usually a large weight matrix read once, in place.
 #include <node_api.h>
 #include <pthread.h>
+
+#include "screen.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -467,6 +469,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"supported", NULL, Supported, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, 2, props);
+  screenRegister(env, exports);
   return exports;
 }
 

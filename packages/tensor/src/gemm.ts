@@ -1,3 +1,18 @@
+/**
+ * Candidates for the largest and smallest entries of each row of a product, each with its exact value (see
+ * Gemm.ntExtremes).
+ */
+export interface RowExtremes {
+  /** [2m + 1]: row r's top candidates are entries offsets[2r] … offsets[2r+1] − 1, its bottom ones follow. */
+  offsets: Int32Array;
+  /** [m]: 1 where the row was screened; 0 where the caller must compute that row in full. */
+  screened: Uint8Array;
+  /** Column indices, ascending within each list. */
+  index: Int32Array;
+  /** The entries' exact float32 values. */
+  value: Float32Array;
+}
+
 /** Row-major, contiguous f32 matrix products. Shapes are C[m×n], with inner dimension k. */
 export interface Gemm {
   /** C[m×n] = A[m×k]·B[k×n] (or C += … when accumulate). Row-major, contiguous. */
@@ -30,6 +45,20 @@ export interface Gemm {
     n: number,
     accumulate?: boolean,
   ): void;
+  /**
+   * Optional: for each row of A[m×k]·Bt[n×k]ᵀ, a superset of its `count` largest and `count` smallest entries
+   * (columns with skip[j] = 1 left out) with their exact values, found without forming the product; null where the
+   * engine cannot. Bt must not change between calls: an engine may keep a prepared copy of it.
+   */
+  ntExtremes?(
+    a: Float32Array,
+    bt: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    count: number,
+    skip: Uint8Array | null,
+  ): RowExtremes | null;
 }
 
 function checkDim(name: string, value: number): void {

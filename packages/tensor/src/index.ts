@@ -2,7 +2,7 @@ import type { Gemm } from "./gemm.js";
 import { referenceGemm } from "./reference.js";
 import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
-export type { Gemm } from "./gemm.js";
+export type { Gemm, RowExtremes } from "./gemm.js";
 export { referenceGemm } from "./reference.js";
 export {
   allocateF32,
@@ -31,6 +31,8 @@ const forwardingGemm: Gemm = {
   nn: (a, b, c, m, k, n, accumulate) => currentDefaultGemm().nn(a, b, c, m, k, n, accumulate),
   nt: (a, bt, c, m, k, n, accumulate) => currentDefaultGemm().nt(a, bt, c, m, k, n, accumulate),
   tn: (at, b, c, m, k, n, accumulate) => currentDefaultGemm().tn(at, b, c, m, k, n, accumulate),
+  ntExtremes: (a, bt, m, k, n, count, skip) =>
+    currentDefaultGemm().ntExtremes?.(a, bt, m, k, n, count, skip) ?? null,
 };
 
 /**

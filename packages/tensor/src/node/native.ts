@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { type Gemm, gemmFromOp } from "../gemm.js";
+import { type Gemm, gemmFromOp, type RowExtremes } from "../gemm.js";
 import { DEFAULT_MIN_FLOPS } from "./threaded.js";
 
 interface Addon {
@@ -21,6 +21,26 @@ interface Addon {
     threads: number,
   ): void;
   supported(): boolean;
+  screenSupported(): boolean;
+  screenSizes(rows: number, depth: number): { packedBytes: number; infoFloats: number };
+  screenPrepare(
+    bt: Float32Array,
+    rows: number,
+    depth: number,
+    packed: Uint8Array,
+    info: Float32Array,
+  ): boolean;
+  screenExtremes(
+    a: Float32Array,
+    m: number,
+    depth: number,
+    bt: Float32Array,
+    rows: number,
+    packed: Uint8Array,
+    info: Float32Array,
+    count: number,
+    skip: Uint8Array | null,
+  ): RowExtremes | null;
 }
 
 /** Where build-native.mjs leaves the addon (the same path from src/node and dist/node). */
@@ -85,6 +105,50 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
     nn: gemm.nn,
     nt: gemm.nt,
     tn: gemm.tn,
+    ntExtremes: native.screenSupported()
+      ? (a, bt, m, k, n, count, skip) => screenedExtremes(native, a, bt, m, k, n, count, skip)
+      : undefined,
     threads,
   };
+}
+
+/** Bt's int8 copy for screening, by matrix (null: Bt is not finite, so it is never screened). */
+interface Prepared {
+  rows: number;
+  depth: number;
+  packed: Uint8Array;
+  info: Float32Array;
+}
+const prepared = new WeakMap<Float32Array, Prepared | null>();
+
+/** Below this many rows of Bt the full product is as cheap as screening. */
+const SCREEN_MIN_ROWS = 4096;
+
+/**
+ * Gemm.ntExtremes by int8 screening with exact re-scoring (native/screen.c). Bt's quantised copy (n·k bytes) is
+ * made on first use and kept while Bt lives.
+ */
+function screenedExtremes(
+  native: Addon,
+  a: Float32Array,
+  bt: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  count: number,
+  skip: Uint8Array | null,
+): RowExtremes | null {
+  if (m < 1 || k < 1 || n < SCREEN_MIN_ROWS || count < 1) return null;
+  if (a.length < m * k || bt.length < n * k) throw new RangeError("ntExtremes: an operand is too short");
+  if (skip !== null && skip.length < n) throw new RangeError("ntExtremes: skip is shorter than Bt's rows");
+  let entry = prepared.get(bt);
+  if (entry === undefined || (entry !== null && (entry.rows !== n || entry.depth !== k))) {
+    const sizes = native.screenSizes(n, k);
+    const packed = new Uint8Array(sizes.packedBytes);
+    const info = new Float32Array(sizes.infoFloats);
+    entry = native.screenPrepare(bt, n, k, packed, info) ? { rows: n, depth: k, packed, info } : null;
+    prepared.set(bt, entry);
+  }
+  if (entry === null) return null;
+  return native.screenExtremes(a, m, k, bt, n, entry.packed, entry.info, count, skip);
 }

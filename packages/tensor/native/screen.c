@@ -1,0 +1,518 @@
+// Exact row extremes of A·Btᵀ without forming the product (N-API, AVX-512 VNNI): for each direction a (a row of
+// A), a superset of the `count` largest and `count` smallest scores a·bt[j] over the rows j of Bt, each with its
+// exact float32 score. Built for scoring directions against a vocabulary (Bt = the [V×d] embedding matrix), where a
+// full float32 product is most of a TDB request and only the top and bottom few scores are kept.
+//
+// Method: Bt's rows and each direction are quantised to int8 (one scale per row), the int8 products run at four
+// times the float32 FMA rate (vpdpbusd), and every approximate score ã_j comes with a rigorous bound E_j on its
+// distance from the exact float32 score s_j:
+//   |s_j − ã_j| ≤ ‖b_j − b̃_j‖·‖a‖ + ‖b̃_j‖·‖a − ã‖ + (float32 rounding of s_j and of ã_j).
+// L = the count-th largest lower bound ã_j − E_j; any j among the count largest s_j has ã_j + E_j ≥ L, so the rows
+// with upper bound ≥ L (a few dozen of 50 257, typically) are re-scored exactly and hold the true top `count`;
+// likewise for the bottom. Rows flagged in `skip` are never candidates. Where a direction is not finite, is zero,
+// or leaves too many candidates, its row is reported as not screened and the caller takes the full product.
+#include "screen.h"
+
+#include <math.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define SCREEN_X86 1
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+#else
+#define SCREEN_X86 0
+#endif
+
+// Rows of Bt per block (two 16-lane registers) and directions per register tile (12 × 2 = 24 accumulators).
+enum { BLOCK = 32, TILE_DIRS = 12, MAX_COUNT = 256, MAX_CANDIDATES = 8192 };
+
+static size_t roundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+static int screenSupported(void) {
+#if SCREEN_X86
+  static int known = -1;
+  if (known < 0) {
+    __builtin_cpu_init();
+    known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512vnni");
+  }
+  return known;
+#else
+  return 0;
+#endif
+}
+
+static size_t screenPackedBytes(int rows, int depth) {
+  return roundUp((size_t)rows, BLOCK) * roundUp((size_t)depth, 4);
+}
+
+static size_t screenInfoFloats(int rows) { return 3 * roundUp((size_t)rows, BLOCK); }
+
+// Quantises Bt [rows×depth] into `packed` (u8 = q + 128, blocks of 32 rows × 4 depths × …, the vpdpbusd layout)
+// and `info` (planar per row: scale, bound factor α = ‖b − b̃‖ + ‖b‖·rounding, ‖b̃‖). Returns 0 if Bt is not finite.
+static int screenPrepare(const float *bt, int rows, int depth, uint8_t *packed, float *info) {
+  const size_t rowsPad = roundUp((size_t)rows, BLOCK), depthPad = roundUp((size_t)depth, 4);
+  const size_t groups = depthPad / 4;
+  float *scale = info, *alpha = info + rowsPad, *qnorm = info + 2 * rowsPad;
+  memset(packed, 128, rowsPad * depthPad);
+  memset(info, 0, 3 * rowsPad * sizeof(float));
+  // Float32 rounding of an exact re-score in any summation order: ≤ (depth + 8)·2⁻²⁴·‖b‖·‖a‖.
+  const double rounding = (depth + 8) * 0x1p-24;
+  for (size_t j = 0; j < (size_t)rows; j++) {
+    const float *b = bt + j * depth;
+    double maxAbs = 0;
+    for (int k = 0; k < depth; k++) {
+      if (!isfinite(b[k])) return 0;
+      maxAbs = fmax(maxAbs, fabs((double)b[k]));
+    }
+    const float s = (float)(maxAbs / 127.0);
+    double err2 = 0, q2 = 0;
+    const size_t block = j / BLOCK, lane = j % BLOCK;
+    for (int k = 0; k < depth; k++) {
+      int q = 0;
+      if (s > 0) {
+        q = (int)lrintf(b[k] / s);
+        q = q > 127 ? 127 : q < -127 ? -127 : q;
+      }
+      const double e = (double)b[k] - (double)s * q;
+      err2 += e * e;
+      q2 += (double)q * q;
+      const size_t g = (size_t)k / 4;
+      packed[((block * groups + g) * BLOCK + lane) * 4 + (size_t)k % 4] = (uint8_t)(q + 128);
+    }
+    const double errNorm = sqrt(err2), qn = (double)s * sqrt(q2);
+    scale[j] = s;
+    // Rounded up, with a margin for the float32 evaluation of the bound itself.
+    alpha[j] = (float)((errNorm + (qn + errNorm) * rounding) * (1 + 0x1p-12));
+    qnorm[j] = (float)(qn * (1 + 0x1p-12));
+  }
+  return 1;
+}
+
+typedef struct {
+  int32_t *offsets;  // [2m + 1]: row r's top candidates are [offsets[2r], offsets[2r+1]), its bottom ones follow
+  uint8_t *screened;  // [m]: 0 where the caller must take the full product
+  int32_t *index;
+  float *value;
+  int32_t total;
+} ScreenResult;
+
+static void screenFree(ScreenResult *result);
+
+#if SCREEN_X86
+
+typedef struct {
+  int32_t *index;
+  float *bound;  // the candidate's upper (top list) or lower (bottom list) bound
+  int size, capacity, overflow;
+} Candidates;
+
+static void push(Candidates *c, int32_t index, float bound) {
+  if (c->overflow) return;
+  if (c->size == c->capacity) {
+    if (c->capacity >= MAX_CANDIDATES) {
+      c->overflow = 1;
+      return;
+    }
+    const int grown = c->capacity ? 2 * c->capacity : 64;
+    int32_t *index2 = realloc(c->index, (size_t)grown * sizeof(int32_t));
+    if (index2) c->index = index2;
+    float *bound2 = realloc(c->bound, (size_t)grown * sizeof(float));
+    if (bound2) c->bound = bound2;
+    if (!index2 || !bound2) {
+      c->overflow = 1;
+      return;
+    }
+    c->capacity = grown;
+  }
+  c->index[c->size] = index;
+  c->bound[c->size] = bound;
+  c->size++;
+}
+
+typedef struct {
+  // Quantised direction: the int8 values, their scale, Σq·128 (the u8 offset of Bt), norms for the bound.
+  float scale, norm, errTerm;
+  int32_t offset;
+  int screened, zero;  // zero: every score is exactly 0, so the first `count` rows not skipped are the extremes
+  // The `count` best lower bounds (descending) and the `count` best upper bounds (ascending) seen so far.
+  float *topBounds, *bottomBounds;
+  int topFilled, bottomFilled;
+  float topThreshold, bottomThreshold;
+  Candidates top, bottom;
+} Direction;
+
+// Inserts v into a sorted list of at most `count` (better(x, y): x belongs before y); returns the new threshold.
+static float insertSorted(float *list, int *filled, int count, float v, int descending, float threshold) {
+  int i = *filled < count ? (*filled)++ : count - 1;
+  while (i > 0 && (descending ? list[i - 1] < v : list[i - 1] > v)) {
+    list[i] = list[i - 1];
+    i--;
+  }
+  list[i] = v;
+  if (*filled < count) return threshold;
+  return list[count - 1];
+}
+
+// Quantises one direction into dst (depthPad int8 values); 0 where it cannot be screened (not finite).
+static int quantiseDirection(const float *a, int depth, int8_t *dst, Direction *dir) {
+  double maxAbs = 0, norm2 = 0;
+  for (int k = 0; k < depth; k++) {
+    if (!isfinite(a[k])) return 0;
+    maxAbs = fmax(maxAbs, fabs((double)a[k]));
+    norm2 += (double)a[k] * a[k];
+  }
+  if (maxAbs == 0) {
+    dir->zero = 1;
+    return 1;
+  }
+  const float s = (float)(maxAbs / 127.0);
+  double err2 = 0, q2 = 0;
+  int32_t sum = 0;
+  for (int k = 0; k < depth; k++) {
+    int q = (int)lrintf(a[k] / s);
+    q = q > 127 ? 127 : q < -127 ? -127 : q;
+    dst[k] = (int8_t)q;
+    sum += q;
+    const double e = (double)a[k] - (double)s * q;
+    err2 += e * e;
+    q2 += (double)q * q;
+  }
+  dir->scale = s;
+  dir->offset = 128 * sum;
+  dir->norm = (float)(sqrt(norm2) * (1 + 0x1p-12));
+  // ‖a − ã‖, plus the float32 rounding of ã_j (two products) and of its bounds, as a multiple of ‖b̃_j‖.
+  dir->errTerm = (float)((sqrt(err2) + (double)s * sqrt(q2) * 0x1p-20) * (1 + 0x1p-12));
+  return 1;
+}
+
+// Exact float32 score a·b (16 lanes, fused multiply-add).
+AVX512 static float dot(const float *a, const float *b, int depth) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 32 <= depth; k += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), acc1);
+  }
+  for (; k < depth; k += 16) {
+    const __mmask16 m = depth - k >= 16 ? 0xFFFF : (__mmask16)((1u << (depth - k)) - 1);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), acc0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+// Screens one 16-row group of approximate scores for one direction.
+AVX512 static void screenLanes(Direction *dir, __m512i acc, const float *info, size_t rowsPad, size_t base,
+                               int rows, const uint8_t *skip, int count) {
+  const __m512 approx = _mm512_mul_ps(
+      _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_set1_epi32(dir->offset))),
+                    _mm512_loadu_ps(info + base)),
+      _mm512_set1_ps(dir->scale));
+  const __m512 bound = _mm512_fmadd_ps(_mm512_loadu_ps(info + rowsPad + base), _mm512_set1_ps(dir->norm),
+                                       _mm512_mul_ps(_mm512_loadu_ps(info + 2 * rowsPad + base),
+                                                     _mm512_set1_ps(dir->errTerm)));
+  const __m512 upper = _mm512_add_ps(approx, bound), lower = _mm512_sub_ps(approx, bound);
+  __mmask16 hits = _mm512_cmp_ps_mask(upper, _mm512_set1_ps(dir->topThreshold), _CMP_GE_OQ) |
+                   _mm512_cmp_ps_mask(lower, _mm512_set1_ps(dir->bottomThreshold), _CMP_LE_OQ);
+  if (!hits) return;
+  float up[16], low[16];
+  _mm512_storeu_ps(up, upper);
+  _mm512_storeu_ps(low, lower);
+  while (hits) {
+    const int lane = __builtin_ctz(hits);
+    hits &= hits - 1;
+    const size_t j = base + lane;
+    if (j >= (size_t)rows || (skip && skip[j])) continue;
+    if (up[lane] >= dir->topThreshold) {
+      push(&dir->top, (int32_t)j, up[lane]);
+      if (low[lane] > dir->topThreshold)
+        dir->topThreshold =
+            insertSorted(dir->topBounds, &dir->topFilled, count, low[lane], 1, dir->topThreshold);
+    }
+    if (low[lane] <= dir->bottomThreshold) {
+      push(&dir->bottom, (int32_t)j, low[lane]);
+      if (up[lane] < dir->bottomThreshold)
+        dir->bottomThreshold =
+            insertSorted(dir->bottomBounds, &dir->bottomFilled, count, up[lane], 0, dir->bottomThreshold);
+    }
+  }
+}
+
+// One block of 32 rows of Bt against TILE_DIRS quantised directions.
+AVX512 static void screenBlock(const uint8_t *block, const int8_t *dirs, size_t depthPad, Direction *dir,
+                               const float *info, size_t rowsPad, size_t base, int rows, const uint8_t *skip,
+                               int count) {
+  // Named accumulators (an array here gets spilled to the stack on every step by GCC).
+#define ACC(i) __m512i a##i##0 = _mm512_setzero_si512(), a##i##1 = _mm512_setzero_si512();
+  ACC(0) ACC(1) ACC(2) ACC(3) ACC(4) ACC(5) ACC(6) ACC(7) ACC(8) ACC(9) ACC(10) ACC(11)
+#undef ACC
+  const size_t groups = depthPad / 4;
+  const int8_t *d0 = dirs;
+  for (size_t g = 0; g < groups; g++, d0 += 4) {
+    const __m512i w0 = _mm512_loadu_si512(block + g * 128), w1 = _mm512_loadu_si512(block + g * 128 + 64);
+#define STEP(i)                                                                 \
+  {                                                                             \
+    int32_t four;                                                               \
+    memcpy(&four, d0 + (i) * depthPad, 4);                                      \
+    const __m512i b = _mm512_set1_epi32(four);                                  \
+    a##i##0 = _mm512_dpbusd_epi32(a##i##0, w0, b);                              \
+    a##i##1 = _mm512_dpbusd_epi32(a##i##1, w1, b);                              \
+  }
+    STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7) STEP(8) STEP(9) STEP(10) STEP(11)
+#undef STEP
+  }
+  const __m512i acc[TILE_DIRS][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}, {a40, a41}, {a50, a51},
+                                     {a60, a61}, {a70, a71}, {a80, a81}, {a90, a91}, {a100, a101}, {a110, a111}};
+  for (int i = 0; i < TILE_DIRS; i++) {
+    if (!dir[i].screened || dir[i].zero) continue;
+    screenLanes(&dir[i], acc[i][0], info, rowsPad, base, rows, skip, count);
+    screenLanes(&dir[i], acc[i][1], info, rowsPad, base + 16, rows, skip, count);
+  }
+}
+
+// Keeps the candidates whose bound passes the final threshold and scores them exactly, in row order.
+AVX512 static int finish(const Candidates *c, float threshold, int top, const float *a, const float *bt,
+                         int depth, int32_t *outIndex, float *outValue) {
+  int n = 0;
+  for (int i = 0; i < c->size; i++) {
+    if (top ? !(c->bound[i] >= threshold) : !(c->bound[i] <= threshold)) continue;
+    const int32_t j = c->index[i];
+    outIndex[n] = j;
+    outValue[n] = dot(a, bt + (size_t)j * depth, depth);
+    n++;
+  }
+  return n;
+}
+
+// A zero direction's extremes: every score is 0, so ties resolve to the first `count` rows not skipped.
+static int firstRows(int rows, const uint8_t *skip, int count, int32_t *outIndex, float *outValue) {
+  int n = 0;
+  for (int j = 0; j < rows && n < count; j++) {
+    if (skip && skip[j]) continue;
+    outIndex[n] = j;
+    outValue[n] = 0;
+    n++;
+  }
+  return n;
+}
+
+static int screenExtremes(const float *a, int m, int depth, const float *bt, int rows, const uint8_t *packed,
+                          const float *info, int count, const uint8_t *skip, ScreenResult *result) {
+  memset(result, 0, sizeof *result);
+  if (count < 1 || count > MAX_COUNT || m < 1 || rows < 1 || !screenSupported()) return -1;
+  const size_t rowsPad = roundUp((size_t)rows, BLOCK), depthPad = roundUp((size_t)depth, 4);
+  const size_t mPad = roundUp((size_t)m, TILE_DIRS);
+  int8_t *dirs = aligned_alloc(64, roundUp(mPad * depthPad, 64));
+  Direction *dir = calloc(mPad, sizeof(Direction));
+  float *lists = malloc((size_t)mPad * 2 * count * sizeof(float));
+  int status = dirs && dir && lists ? 0 : -1;
+  if (status == 0) {
+    memset(dirs, 0, mPad * depthPad);
+    for (size_t r = 0; r < mPad; r++) {
+      Direction *d = &dir[r];
+      d->topBounds = lists + r * 2 * count;
+      d->bottomBounds = d->topBounds + count;
+      d->topThreshold = -INFINITY;
+      d->bottomThreshold = INFINITY;
+      d->screened = r < (size_t)m && quantiseDirection(a + r * depth, depth, dirs + r * depthPad, d);
+    }
+    for (size_t base = 0; base < rowsPad; base += BLOCK) {
+      const uint8_t *block = packed + base * depthPad;
+      for (size_t r = 0; r < mPad; r += TILE_DIRS)
+        screenBlock(block, dirs + r * depthPad, depthPad, dir + r, info, rowsPad, base, rows, skip, count);
+    }
+    // Output: per row, the top candidates then the bottom ones; unscreened rows get none and screened[r] = 0.
+    size_t total = 0;
+    for (int r = 0; r < m; r++) {
+      if (dir[r].top.overflow || dir[r].bottom.overflow) dir[r].screened = 0;
+      if (dir[r].zero) total += 2 * (size_t)count;
+      else if (dir[r].screened) total += (size_t)dir[r].top.size + dir[r].bottom.size;
+    }
+    result->offsets = malloc((2 * (size_t)m + 1) * sizeof(int32_t));
+    result->screened = malloc((size_t)m);
+    result->index = malloc((total ? total : 1) * sizeof(int32_t));
+    result->value = malloc((total ? total : 1) * sizeof(float));
+    if (!result->offsets || !result->screened || !result->index || !result->value) status = -1;
+    else {
+      int32_t n = 0;
+      result->offsets[0] = 0;
+      for (int r = 0; r < m; r++) {
+        const Direction *d = &dir[r];
+        result->screened[r] = (uint8_t)d->screened;
+        for (int list = 0; list < 2; list++) {
+          if (d->zero) n += firstRows(rows, skip, count, result->index + n, result->value + n);
+          else if (d->screened)
+            n += finish(list == 0 ? &d->top : &d->bottom, list == 0 ? d->topThreshold : d->bottomThreshold,
+                        list == 0, a + (size_t)r * depth, bt, depth, result->index + n, result->value + n);
+          result->offsets[2 * r + 1 + list] = n;
+        }
+      }
+      result->total = n;
+    }
+  }
+  if (dir)
+    for (size_t r = 0; r < mPad; r++) {
+      free(dir[r].top.index);
+      free(dir[r].top.bound);
+      free(dir[r].bottom.index);
+      free(dir[r].bottom.bound);
+    }
+  free(dirs);
+  free(dir);
+  free(lists);
+  if (status != 0) screenFree(result);
+  return status;
+}
+
+#else
+
+static int screenExtremes(const float *a, int m, int depth, const float *bt, int rows, const uint8_t *packed,
+                   const float *info, int count, const uint8_t *skip, ScreenResult *result) {
+  memset(result, 0, sizeof *result);
+  return -1;
+}
+
+#endif
+
+static void screenFree(ScreenResult *result) {
+  free(result->offsets);
+  free(result->screened);
+  free(result->index);
+  free(result->value);
+  memset(result, 0, sizeof *result);
+}
+
+// ---- N-API: screenSupported(), screenSizes(rows, depth), screenPrepare(bt, rows, depth, packed, info),
+// screenExtremes(a, m, depth, bt, rows, packed, info, count, skip | null). Lengths are checked here too, so a bad
+// call throws instead of reading past an array.
+
+static napi_value throwError(napi_env env, const char *message) {
+  napi_throw_error(env, NULL, message);
+  return NULL;
+}
+
+static int typedArray(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
+  bool isTyped = false;
+  if (napi_is_typedarray(env, value, &isTyped) != napi_ok || !isTyped) return 0;
+  napi_typedarray_type type;
+  if (napi_get_typedarray_info(env, value, &type, length, data, NULL, NULL) != napi_ok) return 0;
+  return type == want;
+}
+
+static int intArgs(napi_env env, napi_value *args, const int *which, int n, int32_t *out) {
+  for (int i = 0; i < n; i++)
+    if (napi_get_value_int32(env, args[which[i]], &out[i]) != napi_ok) return 0;
+  return 1;
+}
+
+static napi_value SupportedJs(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  napi_get_boolean(env, screenSupported(), &result);
+  return result;
+}
+
+static napi_value SizesJs(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  int32_t dims[2];
+  const int which[] = {0, 1};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 2 || !intArgs(env, args, which, 2, dims) ||
+      dims[0] < 1 || dims[1] < 1)
+    return throwError(env, "screenSizes: expected (rows, depth), positive integers");
+  napi_value result, packed, infoFloats;
+  napi_create_object(env, &result);
+  napi_create_double(env, (double)screenPackedBytes(dims[0], dims[1]), &packed);
+  napi_create_double(env, (double)screenInfoFloats(dims[0]), &infoFloats);
+  napi_set_named_property(env, result, "packedBytes", packed);
+  napi_set_named_property(env, result, "infoFloats", infoFloats);
+  return result;
+}
+
+static napi_value PrepareJs(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value args[5];
+  int32_t dims[2];
+  const int which[] = {1, 2};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 5 || !intArgs(env, args, which, 2, dims) ||
+      dims[0] < 1 || dims[1] < 1)
+    return throwError(env, "screenPrepare: expected (bt, rows, depth, packed, info)");
+  void *bt, *packed, *infoArray;
+  size_t lbt, lpacked, linfo;
+  if (!typedArray(env, args[0], napi_float32_array, &bt, &lbt) ||
+      !typedArray(env, args[3], napi_uint8_array, &packed, &lpacked) ||
+      !typedArray(env, args[4], napi_float32_array, &infoArray, &linfo))
+    return throwError(env, "screenPrepare: bt must be a Float32Array, packed a Uint8Array, info a Float32Array");
+  if (lbt < (size_t)dims[0] * dims[1] || lpacked < screenPackedBytes(dims[0], dims[1]) ||
+      linfo < screenInfoFloats(dims[0]))
+    return throwError(env, "screenPrepare: an array is too short");
+  napi_value result;
+  napi_get_boolean(env, screenPrepare(bt, dims[0], dims[1], packed, infoArray), &result);
+  return result;
+}
+
+static napi_value copyOut(napi_env env, napi_typedarray_type type, const void *data, size_t length, size_t bytes) {
+  void *raw;
+  napi_value buffer, array;
+  if (napi_create_arraybuffer(env, length * bytes, &raw, &buffer) != napi_ok) return NULL;
+  if (length) memcpy(raw, data, length * bytes);
+  if (napi_create_typedarray(env, type, length, buffer, 0, &array) != napi_ok) return NULL;
+  return array;
+}
+
+static napi_value ExtremesJs(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value args[9];
+  int32_t dims[4];  // m, depth, rows, count
+  const int which[] = {1, 2, 4, 7};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 9 || !intArgs(env, args, which, 4, dims))
+    return throwError(env, "screenExtremes: expected (a, m, depth, bt, rows, packed, info, count, skip)");
+  const int32_t m = dims[0], depth = dims[1], rows = dims[2], count = dims[3];
+  if (m < 1 || depth < 1 || rows < 1 || count < 1) return throwError(env, "screenExtremes: bad dimensions");
+  void *a, *bt, *packed, *infoArray, *skip = NULL;
+  size_t la, lbt, lpacked, linfo, lskip = 0;
+  if (!typedArray(env, args[0], napi_float32_array, &a, &la) || !typedArray(env, args[3], napi_float32_array, &bt, &lbt) ||
+      !typedArray(env, args[5], napi_uint8_array, &packed, &lpacked) ||
+      !typedArray(env, args[6], napi_float32_array, &infoArray, &linfo))
+    return throwError(env, "screenExtremes: a and bt must be Float32Arrays, packed a Uint8Array, info a Float32Array");
+  napi_valuetype skipType;
+  napi_typeof(env, args[8], &skipType);
+  if (skipType != napi_null && !typedArray(env, args[8], napi_uint8_array, &skip, &lskip))
+    return throwError(env, "screenExtremes: skip must be a Uint8Array or null");
+  if (la < (size_t)m * depth || lbt < (size_t)rows * depth || lpacked < screenPackedBytes(rows, depth) ||
+      linfo < screenInfoFloats(rows) || (skip && lskip < (size_t)rows))
+    return throwError(env, "screenExtremes: an array is too short");
+  ScreenResult result;
+  napi_value out;
+  if (screenExtremes(a, m, depth, bt, rows, packed, infoArray, count, skip, &result) != 0) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  napi_create_object(env, &out);
+  napi_value offsets = copyOut(env, napi_int32_array, result.offsets, 2 * (size_t)m + 1, 4);
+  napi_value screened = copyOut(env, napi_uint8_array, result.screened, (size_t)m, 1);
+  napi_value index = copyOut(env, napi_int32_array, result.index, (size_t)result.total, 4);
+  napi_value value = copyOut(env, napi_float32_array, result.value, (size_t)result.total, 4);
+  screenFree(&result);
+  if (!offsets || !screened || !index || !value) return throwError(env, "screenExtremes: out of memory");
+  napi_set_named_property(env, out, "offsets", offsets);
+  napi_set_named_property(env, out, "screened", screened);
+  napi_set_named_property(env, out, "index", index);
+  napi_set_named_property(env, out, "value", value);
+  return out;
+}
+
+void screenRegister(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"screenSupported", NULL, SupportedJs, NULL, NULL, NULL, napi_default, NULL},
+    {"screenSizes", NULL, SizesJs, NULL, NULL, NULL, napi_default, NULL},
+    {"screenPrepare", NULL, PrepareJs, NULL, NULL, NULL, napi_default, NULL},
+    {"screenExtremes", NULL, ExtremesJs, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, 4, props);
+}
