@@ -7,6 +7,7 @@
 import { type Gpt2Model, gatherRows, hookKey, type SparseAutoencoder } from "@tdb/model";
 import { defaultGemm, type Gemm } from "@tdb/tensor";
 import type { AutoencoderFamily, InferenceResult, ResidualLocation, TdbModelContext } from "./inference.js";
+import { summarize, type ValueSummary } from "./select.js";
 
 export type MetricGroup = "activation" | "write_norm" | "act_times_grad" | "direction_write";
 export const METRIC_GROUPS: readonly MetricGroup[] = [
@@ -26,6 +27,25 @@ export interface LayerMetrics {
   /** [T, 1] embedding; [T, F] neurons; [T, T, H] heads (query, key, head); [T, m] latents. */
   shape: readonly number[];
   metrics: Record<MetricGroup, Float32Array>;
+  /**
+   * Per metric, its row sums over the last dimension (per token, or per token pair for heads), finiteness and run
+   * bounds, taken while the arrays are fresh in cache (allNodeMetrics fills them; selection and the token-display
+   * sums use them instead of reading every array again).
+   */
+  summaries?: Record<MetricGroup, ValueSummary>;
+}
+
+/** Fills m.summaries (see LayerMetrics). */
+export function summarizeMetrics(m: LayerMetrics): LayerMetrics {
+  const rowLength = m.shape[m.shape.length - 1];
+  const summary = (group: MetricGroup) => summarize(m.metrics[group], rowLength);
+  m.summaries = {
+    activation: summary("activation"),
+    write_norm: summary("write_norm"),
+    act_times_grad: summary("act_times_grad"),
+    direction_write: summary("direction_write"),
+  };
+  return m;
 }
 
 const gemm: Gemm = defaultGemm();
@@ -294,17 +314,19 @@ export function allNodeMetrics(
   basis: { mlp: "neuron" | "autoencoder_latent"; attention: "attention_head" | "autoencoder_latent" },
 ): LayerMetrics[] {
   const { model } = ctx;
-  const out: LayerMetrics[] = [embeddingMetrics(ctx, run)];
+  const out: LayerMetrics[] = [summarizeMetrics(embeddingMetrics(ctx, run))];
   for (let l = 0; l < model.config.nLayer; l++) {
     if (basis.attention === "autoencoder_latent") {
       if (ctx.attentionAutoencoder?.byLayer.has(l)) {
-        out.push(latentMetrics(model, run, ctx.attentionAutoencoder, l, "attention_latent"));
+        out.push(
+          summarizeMetrics(latentMetrics(model, run, ctx.attentionAutoencoder, l, "attention_latent")),
+        );
       }
-    } else out.push(attentionHeadMetrics(model, run, l));
+    } else out.push(summarizeMetrics(attentionHeadMetrics(model, run, l)));
     if (basis.mlp === "autoencoder_latent") {
       if (ctx.mlpAutoencoder?.byLayer.has(l))
-        out.push(latentMetrics(model, run, ctx.mlpAutoencoder, l, "mlp_latent"));
-    } else out.push(mlpNeuronMetrics(model, run, l));
+        out.push(summarizeMetrics(latentMetrics(model, run, ctx.mlpAutoencoder, l, "mlp_latent")));
+    } else out.push(summarizeMetrics(mlpNeuronMetrics(model, run, l)));
   }
   return out;
 }

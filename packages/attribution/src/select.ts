@@ -1,8 +1,8 @@
 /** Top-k / bottom-k selection over several arrays at once (e.g. one metric across layers). */
 import { wasmElementwise } from "@tdb/tensor";
 
-/** Values per run in the SIMD pre-pass (a multiple of 4). */
-const RUN = 64;
+/** Values per run in the pre-pass that bounds runs of values (a multiple of 4). */
+export const RUN = 64;
 /** Below this many values in all, the pre-pass does not pay. */
 const PREPASS_MIN_VALUES = 8192;
 
@@ -23,9 +23,90 @@ function kthLargest(values: Float32Array, k: number): number {
 }
 
 /**
+ * What later passes need to know about an array of values, gathered in one pass while it is still in cache: sums of
+ * its rows, whether every value is finite, and the bounds of each run of RUN values (for the selection's pre-pass).
+ */
+export interface ValueSummary {
+  /** Sum (float64) of each row of `rowLength` consecutive values. */
+  rowSums: Float64Array;
+  finite: boolean;
+  /** Maximum and minimum of each run of RUN consecutive values (NaN left out). */
+  runMax: Float32Array;
+  runMin: Float32Array;
+}
+
+/** ValueSummary of `values` (length a multiple of rowLength): one SIMD pass where WebAssembly runs. */
+export function summarize(values: Float32Array, rowLength: number): ValueSummary {
+  const n = values.length;
+  const rows = rowLength > 0 ? Math.floor(n / rowLength) : 0;
+  const kernels = wasmElementwise();
+  if (kernels && n >= PREPASS_MIN_VALUES) {
+    const { max, min, sum } = kernels.runSummary(values, RUN);
+    let finite = true;
+    for (let r = 0; r < sum.length; r++) if (!Number.isFinite(sum[r])) finite = false;
+    // Rows made of whole runs add up their runs' sums; other shapes (e.g. heads, 12 values a row) are summed here.
+    const rowSums =
+      rowLength % RUN === 0 ? sumGroups(sum, rowLength / RUN, rows) : rowSumsOf(values, rowLength, rows);
+    return { rowSums, finite, runMax: max, runMin: min };
+  }
+  const runs = Math.ceil(n / RUN);
+  const runMax = new Float32Array(runs);
+  const runMin = new Float32Array(runs);
+  let nan = false;
+  let finite = true;
+  for (let r = 0; r < runs; r++) {
+    let high = Number.NEGATIVE_INFINITY;
+    let low = Number.POSITIVE_INFINITY;
+    const end = Math.min(n, (r + 1) * RUN);
+    for (let i = r * RUN; i < end; i++) {
+      const v = values[i];
+      if (v > high) high = v;
+      if (v < low) low = v;
+      if (Number.isNaN(v)) nan = true;
+    }
+    runMax[r] = high;
+    runMin[r] = low;
+    if (high === Number.POSITIVE_INFINITY || low === Number.NEGATIVE_INFINITY) finite = false;
+  }
+  return { rowSums: rowSumsOf(values, rowLength, rows), finite: finite && !nan, runMax, runMin };
+}
+
+function sumGroups(values: Float64Array, size: number, groups: number): Float64Array {
+  const out = new Float64Array(groups);
+  for (let g = 0; g < groups; g++) {
+    let s = 0;
+    for (let i = g * size; i < (g + 1) * size; i++) s += values[i];
+    out[g] = s;
+  }
+  return out;
+}
+
+function rowSumsOf(values: Float32Array, rowLength: number, rows: number): Float64Array {
+  const rowSums = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    // Four independent float64 sums: the adds do not wait on each other.
+    let a0 = 0;
+    let a1 = 0;
+    let a2 = 0;
+    let a3 = 0;
+    const end = (r + 1) * rowLength;
+    let i = r * rowLength;
+    for (; i + 4 <= end; i += 4) {
+      a0 += values[i];
+      a1 += values[i + 1];
+      a2 += values[i + 2];
+      a3 += values[i + 3];
+    }
+    for (; i < end; i++) a0 += values[i];
+    rowSums[r] = a0 + a1 + (a2 + a3);
+  }
+  return rowSums;
+}
+
+/**
  * Start indices of the runs (RUN values each) that can hold one of the k largest or k smallest values, per array,
- * from one SIMD pass that bounds every run; null when every value must be scanned (no WebAssembly, few values, or
- * fewer than k runs). At least k runs have a maximum ≥ the k-th largest run maximum, so the k-th largest value is ≥
+ * from bounds of every run (a summary's, else one SIMD pass); null when every value must be scanned (no
+ * WebAssembly and no summaries, few values, or fewer than k runs). At least k runs have a maximum ≥ the k-th largest run maximum, so the k-th largest value is ≥
  * it too: runs below that bound (and above the matching bound for the smallest) cannot contribute. Candidate runs
  * are scanned in order, so ties resolve exactly as in a full scan.
  */
@@ -33,12 +114,19 @@ function candidateRuns(
   arrays: readonly Float32Array[],
   k: number,
   excluded?: Uint8Array,
+  summaries?: readonly (ValueSummary | undefined)[],
 ): Int32Array[] | null {
   const kernels = wasmElementwise();
   let total = 0;
   for (const a of arrays) total += a.length;
-  if (!kernels || total < PREPASS_MIN_VALUES) return null;
-  const bounds = arrays.map((a) => kernels.blockExtremes(a, RUN, excluded));
+  if (total < PREPASS_MIN_VALUES) return null;
+  const known = (i: number) => (excluded ? undefined : summaries?.[i]);
+  if (!kernels && !arrays.every((_, i) => known(i))) return null;
+  const bounds = arrays.map((a, i) => {
+    const summary = known(i);
+    if (summary) return { max: summary.runMax, min: summary.runMin };
+    return kernels!.blockExtremes(a, RUN, excluded);
+  });
   let runs = 0;
   for (const b of bounds) runs += b.max.length;
   if (runs <= k) return null;
@@ -71,17 +159,19 @@ export interface Picked {
 
 /**
  * The k largest and the k smallest entries over all arrays, each list sorted by value descending (TDB sorts
- * the bottom block descending too). Ties are broken by position (earlier array, then earlier index, wins),
- * which is as good as torch.topk's choice. NaN entries are never picked.
+ * the bottom block descending too). Ties are broken by position (earlier array, then earlier index, wins), which
+ * is as good as torch.topk's choice. NaN entries are never picked. `summaries` (optional, one per array) spare the
+ * pass that bounds runs of values.
  */
 export function topAndBottom(
   arrays: readonly Float32Array[],
   k: number,
+  summaries?: readonly (ValueSummary | undefined)[],
 ): { top: Picked[]; bottom: Picked[] } {
   const top = new BoundedHeap(k, 1);
   const bottom = new BoundedHeap(k, -1);
   if (k > 0) {
-    const runs = candidateRuns(arrays, k);
+    const runs = candidateRuns(arrays, k, undefined, summaries);
     // The heaps' current k-th values, in locals (field reads in the hot loop cost ~3× as much).
     let high = top.worst;
     let low = -bottom.worst;

@@ -24,7 +24,15 @@ import {
   type TraceSpec,
 } from "./inference.js";
 import { LEAST_COMMON_GPT2_TOKEN_IDS } from "./least-common-tokens.js";
-import { exclusionMask, largest, largestAndSmallest, smallest, topAndBottom } from "./select.js";
+import {
+  exclusionMask,
+  largest,
+  largestAndSmallest,
+  smallest,
+  summarize,
+  topAndBottom,
+  type ValueSummary,
+} from "./select.js";
 import type {
   BatchedResponse,
   BatchedTdbRequest,
@@ -146,6 +154,8 @@ export function flatten(indices: readonly number[], shape: readonly number[]): n
 /** The arrays of one DST (one node type) of a group, over its layers, and how a position names a node. */
 export interface SelectionSource<N> {
   arrays: readonly Float32Array[];
+  /** Optional, one per array: summaries that spare the finiteness check and the run-bounding pass. */
+  summaries?: readonly (ValueSummary | undefined)[];
   node(source: number, index: number): N;
 }
 
@@ -172,8 +182,9 @@ export function selectTopAndBottomNodes<N>(
         node: source.node(p.source, p.index),
       });
       // Loops, not push(...spread): with k = null a block can hold every element.
-      if (source.arrays.every(allFinite)) {
-        const picked = topAndBottom(source.arrays, count);
+      const finiteArray = (a: Float32Array, i: number) => source.summaries?.[i]?.finite ?? allFinite(a);
+      if (source.arrays.every(finiteArray)) {
+        const picked = topAndBottom(source.arrays, count, source.summaries);
         for (const p of picked.top) top.push(toNode(p));
         for (const p of picked.bottom) bottom.push(toNode(p));
       } else {
@@ -226,6 +237,7 @@ function selectNodes(metrics: readonly LayerMetrics[], k: number): NodeRef[] {
       const layers = metrics.filter((m) => m.kind === kind);
       return {
         arrays: layers.map((m) => m.metrics[group]),
+        summaries: layers.map((m) => m.summaries?.[group]),
         node: (source, index) => ({
           kind,
           layer: layers[source].layer,
@@ -276,44 +288,20 @@ function intermediateSums(
     const byDst: Record<string, TensorND> = {};
     for (const kind of [...new Set(metrics.map((m) => m.kind))]) {
       const layers = metrics.filter((m) => m.kind === kind);
+      // Per token pair for heads ([T, T, H]: summed over heads), per token otherwise; over every layer.
+      const tokens = kind === "attention_head" ? T * T : T;
+      const sums = new Float64Array(tokens);
+      for (const m of layers) {
+        const rowSums = (m.summaries?.[group] ?? summarize(m.metrics[group], m.shape[m.shape.length - 1]))
+          .rowSums;
+        for (let i = 0; i < tokens; i++) sums[i] += rowSums[i];
+      }
       if (kind === "attention_head") {
-        const sums = new Float64Array(T * T);
-        for (const m of layers) {
-          const H = m.shape[2];
-          const v = m.metrics[group];
-          for (let pair = 0; pair < T * T; pair++) {
-            let acc = 0;
-            for (let h = 0; h < H; h++) acc += v[pair * H + h];
-            sums[pair] += acc;
-          }
-        }
         const value = Array.from({ length: T }, (_, t) =>
           Array.from(sums.subarray(t * T, (t + 1) * T), finiteOr999),
         );
         byDst[DST_NAMES[kind][group]] = { tensorType: "tensor_2d", value };
       } else {
-        const sums = new Float64Array(T);
-        for (const m of layers) {
-          const width = m.shape[1];
-          const v = m.metrics[group];
-          for (let t = 0; t < T; t++) {
-            // Four independent float64 sums: the adds do not wait on each other.
-            let a0 = 0;
-            let a1 = 0;
-            let a2 = 0;
-            let a3 = 0;
-            const end = (t + 1) * width;
-            let i = t * width;
-            for (; i + 4 <= end; i += 4) {
-              a0 += v[i];
-              a1 += v[i + 1];
-              a2 += v[i + 2];
-              a3 += v[i + 3];
-            }
-            for (; i < end; i++) a0 += v[i];
-            sums[t] += a0 + a1 + (a2 + a3);
-          }
-        }
         byDst[DST_NAMES[kind][group]] = { tensorType: "tensor_1d", value: Array.from(sums, finiteOr999) };
       }
     }

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { largest, largestAndSmallest, type Picked, smallest, topAndBottom } from "../src/select.js";
+import {
+  largest,
+  largestAndSmallest,
+  type Picked,
+  RUN,
+  smallest,
+  summarize,
+  topAndBottom,
+} from "../src/select.js";
 
 // Small integer values make ties common; the reference is a full sort with TDB's tie rule (earlier position wins).
 function randomArrays(seed: number, count: number, length: () => number): Float32Array[] {
@@ -118,6 +126,56 @@ describe("selection over long arrays (SIMD pre-pass)", () => {
         const { wantTop, wantBottom } = sortedExtremes(values, kept, n);
         expect(largestAndSmallest(values, n, excluded)).toEqual({ largest: wantTop, smallest: wantBottom });
       }
+    }
+  });
+});
+
+describe("summarize (row sums, finiteness and run bounds taken in one pass)", () => {
+  // Below and above the size where the SIMD kernel takes over; rows of whole runs and rows of 12 values.
+  const shapes: [number, number][] = [
+    [40, 12],
+    [32, 3072],
+    [1000, 12],
+    [3, 64 * 5],
+  ];
+  it.each(shapes)(
+    "%i rows of %i values: equal to plain loops, and selection with it equals one without",
+    (rows, width) => {
+      const values = Float32Array.from(
+        { length: rows * width },
+        (_, i) => (Math.sin(i * 12.9898) * 43758.5453) % 1,
+      );
+      const s = summarize(values, width);
+      expect(s.finite).toBe(true);
+      for (let r = 0; r < rows; r++) {
+        let sum = 0;
+        let magnitude = 0;
+        for (let i = r * width; i < (r + 1) * width; i++) {
+          sum += values[i];
+          magnitude += Math.abs(values[i]);
+        }
+        expect(Math.abs(s.rowSums[r] - sum)).toBeLessThanOrEqual(1e-12 * magnitude);
+      }
+      for (let run = 0; run * RUN < values.length; run++) {
+        const slice = values.subarray(run * RUN, (run + 1) * RUN);
+        expect(s.runMax[run]).toBe(Math.max(...slice));
+        expect(s.runMin[run]).toBe(Math.min(...slice));
+      }
+      const k = 7;
+      expect(topAndBottom([values, values.subarray(5)], k, [s, undefined])).toEqual(
+        topAndBottom([values, values.subarray(5)], k),
+      );
+    },
+  );
+
+  it("reports NaN and infinities as not finite, on both sizes", () => {
+    for (const n of [100, 20000]) {
+      for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+        const values = new Float32Array(n).fill(0.5);
+        values[n - 3] = bad;
+        expect(summarize(values, n / 4).finite).toBe(false);
+      }
+      expect(summarize(new Float32Array(n).fill(-2), n / 4).finite).toBe(true);
     }
   });
 });

@@ -199,6 +199,42 @@ export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, 
 }
 
 /**
+ * Per block of `block` values (a multiple of 4) of values[n]: maximum and minimum (NaN never a bound; ±∞ for an
+ * empty or all-NaN block) and the float64 sum (NaN where a value is NaN or the block holds +∞ and −∞).
+ */
+export function runSummary(values: usize, n: i32, block: i32, maxOut: usize, minOut: usize, sumOut: usize): void {
+  const blocks = (n + block - 1) / block;
+  for (let b = 0; b < blocks; b++) {
+    const start = b * block;
+    const end = min(n, start + block);
+    let hi = f32x4.splat(-Infinity);
+    let lo = f32x4.splat(Infinity);
+    let s0 = f64x2.splat(0);
+    let s1 = f64x2.splat(0);
+    let i = start;
+    for (; i + 4 <= end; i += 4) {
+      const v = v128.load(values + (<usize>i << 2));
+      hi = f32x4.pmax(hi, v);
+      lo = f32x4.pmin(lo, v);
+      s0 = f64x2.add(s0, f64x2.promote_low_f32x4(v));
+      s1 = f64x2.add(s1, f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1)));
+    }
+    let h = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
+    let l = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
+    let sum = f64x2.extract_lane(s0, 0) + f64x2.extract_lane(s0, 1) + (f64x2.extract_lane(s1, 0) + f64x2.extract_lane(s1, 1));
+    for (; i < end; i++) {
+      const v = load<f32>(values + (<usize>i << 2));
+      if (v > h) h = v;
+      if (v < l) l = v;
+      sum += <f64>v;
+    }
+    store<f32>(maxOut + (<usize>b << 2), h);
+    store<f32>(minOut + (<usize>b << 2), l);
+    store<f64>(sumOut + (<usize>b << 3), sum);
+  }
+}
+
+/**
  * LayerNorm of each of `rows` rows of x [rows × dim]: mean and variance in float64, then per value
  * n = (x − mean)/√(var + eps) into `normalized` and n·gain + bias into `out` (both f32), √(var + eps) into `scale`.
  * Scalar float64 arithmetic in the same order as the TypeScript loop, so the results are the same.

@@ -55,6 +55,7 @@ interface KernelExports {
     maxAdd: number,
     minAdd: number,
   ): void;
+  runSummary(values: number, n: number, block: number, maxOut: number, minOut: number, sumOut: number): void;
   layerNorm(
     x: number,
     gain: number,
@@ -385,6 +386,14 @@ export interface ElementwiseKernels {
     excluded?: Uint8Array,
   ): { max: Float32Array; min: Float32Array };
   /**
+   * Per block of `block` values (a multiple of 4): maximum and minimum (NaN never a bound) and the float64 sum (not
+   * finite where a value is not), in new arrays.
+   */
+  runSummary(
+    values: Float32Array,
+    block: number,
+  ): { max: Float32Array; min: Float32Array; sum: Float64Array };
+  /**
    * LayerNorm over the rows of x [rows × dim] (float64 mean and variance, as the model's TypeScript loop): the output,
    * the normalized values and each row's √(var + eps), in new arrays.
    */
@@ -554,6 +563,20 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const result = { max: e.view(out, blocks).slice(), min: e.view(out + blocks * 4, blocks).slice() };
       done("ew.x");
       return result;
+    },
+    runSummary(values, block) {
+      if (!Number.isInteger(block) || block < 4 || block % 4 !== 0)
+        throw new RangeError(`runSummary: block must be a positive multiple of 4, got ${block}`);
+      const n = values.length;
+      const blocks = Math.ceil(n / block);
+      // One block for the outputs: sums first (8-byte aligned), then maxima and minima.
+      const out = e.scratchBlock("ew.summary", Math.max(1, blocks) * 16);
+      k.runSummary(e.place("ew.x", values, n), n, block, out + blocks * 8, out + blocks * 12, out);
+      const sum = new Float64Array(e.buffer(), out, blocks).slice();
+      const max = e.view(out + blocks * 8, blocks).slice();
+      const min = e.view(out + blocks * 12, blocks).slice();
+      done("ew.x");
+      return { max, min, sum };
     },
   };
   return elementwise;

@@ -84,6 +84,35 @@ describe.skipIf(!kernels)("wasmElementwise().columnStatistics", () => {
     expect(() => kernels!.blockExtremes(new Float32Array(8), 6)).toThrow(RangeError);
   });
 
+  it("runSummary bounds and sums every run like a plain float64 loop; a NaN or ∞ shows in its run's sum", () => {
+    for (const n of [1, 5, 64, 130, 50257]) {
+      const values = random(n, n + 1);
+      if (n > 3) values[2] = Number.POSITIVE_INFINITY;
+      if (n > 100) values[100] = Number.NaN;
+      const got = kernels!.runSummary(values, 64);
+      const runs = Math.ceil(n / 64);
+      expect([got.max.length, got.min.length, got.sum.length]).toEqual([runs, runs, runs]);
+      for (let r = 0; r < runs; r++) {
+        let hi = Number.NEGATIVE_INFINITY;
+        let lo = Number.POSITIVE_INFINITY;
+        let sum = 0;
+        let magnitude = 0;
+        for (let i = r * 64; i < Math.min(n, (r + 1) * 64); i++) {
+          sum += values[i];
+          magnitude += Math.abs(values[i]);
+          if (Number.isNaN(values[i])) continue;
+          hi = Math.max(hi, values[i]);
+          lo = Math.min(lo, values[i]);
+        }
+        expect(got.max[r]).toBe(hi);
+        expect(got.min[r]).toBe(lo);
+        if (Number.isFinite(sum)) expect(Math.abs(got.sum[r] - sum)).toBeLessThanOrEqual(1e-12 * magnitude);
+        else expect(got.sum[r]).toBe(sum); // +∞ stays +∞, NaN stays NaN
+      }
+    }
+    expect(() => kernels!.runSummary(new Float32Array(8), 6)).toThrow(RangeError);
+  });
+
   it("causalSoftmax stays right after GEMM edge tiles used their buffers (static data kept clear of them)", () => {
     // Partial 4×8 tiles go through the tile buffers in page 0; the kernel module's Math.exp table lives there too.
     const c = new Float32Array(3 * 5);
