@@ -152,14 +152,12 @@ export function mlpNeuronMetrics(model: Gpt2Model, run: InferenceResult, layer: 
   const writeNorm = new Float32Array(T * F);
   const actTimesGrad = new Float32Array(T * F);
   const direct = new Float32Array(T * F);
+  // One simple loop per metric (a branch inside a shared loop made each element several times slower).
   for (let t = 0; t < T; t++) {
-    for (let n = 0; n < F; n++) {
-      const i = t * F + n;
-      writeNorm[i] = a[i] * norms[n];
-      actTimesGrad[i] = grad ? a[i] * grad[i] : 0;
-      direct[i] = live ? a[i] * projected[i] : 0;
-    }
+    for (let n = 0, i = t * F; n < F; n++, i++) writeNorm[i] = a[i] * norms[n];
   }
+  if (grad) for (let i = 0; i < T * F; i++) actTimesGrad[i] = a[i] * grad[i];
+  if (live) for (let i = 0; i < T * F; i++) direct[i] = a[i] * projected[i];
   return {
     kind: "mlp_neuron",
     layer,
@@ -260,11 +258,11 @@ export function latentMetrics(
   const writeNorm = new Float32Array(T * m);
   const actTimesGrad = new Float32Array(T * m);
   const direct = new Float32Array(T * m);
-  for (let i = 0; i < T * m; i++) {
-    writeNorm[i] = z[i] * norms[i % m];
-    actTimesGrad[i] = grad ? z[i] * grad[i] : 0;
-    direct[i] = live ? z[i] * projected[i] : 0;
+  for (let t = 0; t < T; t++) {
+    for (let l = 0, i = t * m; l < m; l++, i++) writeNorm[i] = z[i] * norms[l];
   }
+  if (grad) for (let i = 0; i < T * m; i++) actTimesGrad[i] = z[i] * grad[i];
+  if (live) for (let i = 0; i < T * m; i++) direct[i] = z[i] * projected[i];
   return {
     kind,
     layer,

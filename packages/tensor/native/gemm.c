@@ -4,10 +4,11 @@
 // kernel is used instead.
 //
 //  * A·B and Atᵀ·B: packed panels (B strips [kc][24], A groups [kc][4]) and a 4×24 register tile (12 ymm
-//    accumulators). Blocks: KC deep, MC rows of A per packed block, PANEL
-//    columns of B packed at a time.
-//  * A·Btᵀ: dot products of A rows with Bt rows (both contiguous in k), 4×3 register tile, no packing: Bt is
-//    usually a large weight matrix read once, in place.
+//    accumulators). Blocks: KC deep, MC rows of A per packed block, PANEL columns of B (whole rows, up to 4608)
+//    packed at a time.
+//  * A·Btᵀ with 32 rows or more and n ≤ k: the same kernel, Bt transposed 8×8 block by block while it is packed.
+//  * Other A·Btᵀ: dot products of A rows with Bt rows (both contiguous in k), 4×3 register tile, no
+//    packing: Bt is usually a large weight matrix read once, in place.
 #include <node_api.h>
 #include <pthread.h>
 
@@ -25,7 +26,15 @@
 #define TDB_X86 0
 #endif
 
-enum { MR = 4, NR = 24, PANEL = 4 * NR, KC = 256, MC = 256, KC_DOT = 1024, MC_DOT = 64 };
+// PANEL: columns of B packed at a time, 192 strips. Packing whole rows of B (every column up to 4608, which covers
+// GPT-2's widths) reads it sequentially; narrow panels read short runs 12 KB apart, and with row strides that are
+// multiples of 4 KB those runs fall into a few cache sets and evict one another (−15 % at 32 rows).
+enum { MR = 4, NR = 24, PANEL = 192 * NR, KC = 256, MC = 256, KC_DOT = 1024, MC_DOT = 64 };
+// A·Btᵀ with at least this many rows of A, and no more columns than its depth (n ≤ k: the backward products
+// through GPT-2's weights but the one through W_proj), runs on packed panels, Bt transposed while packed: +7 % to
+// +25 % at 32 rows. Wide products at depth 768 (W_proj, the 50 257-token vocabulary) and few rows (TDB's one logit
+// row) are faster as dot products that read Bt in place (measured here, one thread).
+enum { PACKED_T_MIN_ROWS = 32 };
 
 typedef struct {
   int transA, transB, m, k, n, accumulate;
@@ -220,6 +229,92 @@ AVX2 static int gemmPacked(const float *a, size_t rsa, size_t csa, const float *
   return 0;
 }
 
+// Packs Bᵀ's block Bt[nc × kc] (row j, element p at bt[j*ldt + p], nc ≤ PANEL) into 24-column strips [kc][24]:
+// the layout packPanel makes from B, so A·Btᵀ runs on kernel4x24 too. 8×8 blocks are transposed in registers; the
+// eight rows of a block are read together, one cache line each, so rows a multiple of 4 KB apart still fit a set.
+AVX2 static void packPanelT(const float *bt, size_t ldt, int kc, int nc, float *dst) {
+  const size_t strip = (size_t)kc * NR;
+  for (int j0 = 0; j0 < nc; j0 += 8) {
+    const int rows = nc - j0 < 8 ? nc - j0 : 8;
+    float *out = dst + (size_t)(j0 / NR) * strip + j0 % NR;
+    const float *src[8];
+    for (int r = 0; r < 8; r++) src[r] = bt + (size_t)(j0 + (r < rows ? r : 0)) * ldt;
+    int p = 0;
+    for (; p + 8 <= kc; p += 8) {
+      __m256 r0 = _mm256_loadu_ps(src[0] + p), r1 = _mm256_loadu_ps(src[1] + p), r2 = _mm256_loadu_ps(src[2] + p),
+             r3 = _mm256_loadu_ps(src[3] + p), r4 = _mm256_loadu_ps(src[4] + p), r5 = _mm256_loadu_ps(src[5] + p),
+             r6 = _mm256_loadu_ps(src[6] + p), r7 = _mm256_loadu_ps(src[7] + p);
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+                   t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+                   t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
+      r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
+      r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
+      r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
+      r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
+      r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+      r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
+      r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+      // Row q of the transposed block is element p + q of the eight Bt rows: packed row p + q, columns j0 … j0 + 7.
+      _mm256_storeu_ps(out + (size_t)(p + 0) * NR, r0);
+      _mm256_storeu_ps(out + (size_t)(p + 1) * NR, r1);
+      _mm256_storeu_ps(out + (size_t)(p + 2) * NR, r2);
+      _mm256_storeu_ps(out + (size_t)(p + 3) * NR, r3);
+      _mm256_storeu_ps(out + (size_t)(p + 4) * NR, r4);
+      _mm256_storeu_ps(out + (size_t)(p + 5) * NR, r5);
+      _mm256_storeu_ps(out + (size_t)(p + 6) * NR, r6);
+      _mm256_storeu_ps(out + (size_t)(p + 7) * NR, r7);
+    }
+    for (; p < kc; p++)
+      for (int r = 0; r < 8; r++) out[(size_t)p * NR + r] = src[r][p];
+    if (rows < 8)  // the rows past nc repeated row j0; zero them as packPanel zero-pads
+      for (int q = 0; q < kc; q++)
+        for (int r = rows; r < 8; r++) out[(size_t)q * NR + r] = 0;
+  }
+  // Columns past nc in the last strip (nc not a multiple of 8 leaves them to the loop above; whole missing groups
+  // of 8 here).
+  const int padFrom = (nc + 7) / 8 * 8, padTo = (nc + NR - 1) / NR * NR;
+  for (int j = padFrom; j < padTo; j++) {
+    float *out = dst + (size_t)(j / NR) * strip + j % NR;
+    for (int q = 0; q < kc; q++) out[(size_t)q * NR] = 0;
+  }
+}
+
+// Columns [j0, j1) of C (=|+=) A·Btᵀ through packed panels: gemmPacked with packPanelT in place of packPanel.
+AVX2 static int gemmPackedT(const float *a, const float *bt, float *c, int m, int k, int n, int j0, int j1,
+                            int accumulate) {
+  const size_t ldc = (size_t)n, lda = (size_t)k;
+  float *bp = scratch(&packB, (size_t)KC * PANEL);
+  float *ap = scratch(&packA, (size_t)KC * MC);
+  if (!bp || !ap) return -1;
+  for (int pc = 0; pc < k; pc += KC) {
+    const int kc = k - pc < KC ? k - pc : KC;
+    const int add = accumulate || pc > 0;
+    for (int ic = 0; ic < m; ic += MC) {
+      const int mc = m - ic < MC ? m - ic : MC;
+      packGroups(a + (size_t)ic * lda + pc, lda, 1, mc, kc, ap);
+      for (int jp = j0; jp < j1; jp += PANEL) {
+        const int np = j1 - jp < PANEL ? j1 - jp : PANEL;
+        packPanelT(bt + (size_t)jp * lda + pc, lda, kc, np, bp);
+        for (int jr = 0; jr < np; jr += NR) {
+          const int nr = np - jr < NR ? np - jr : NR;
+          const float *strip = bp + (size_t)jr * kc;
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = mc - ir < MR ? mc - ir : MR;
+            kernel4x24(kc, ap + (size_t)ir * kc, strip, NULL, 0, c + (size_t)(ic + ir) * ldc + jp + jr, ldc, mr,
+                       nr, add);
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+
 // [Σx0, Σx1, Σx2, Σx3]
 AVX2 static __m128 sum4(__m256 x0, __m256 x1, __m256 x2, __m256 x3) {
   const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(x0, x1), _mm256_hadd_ps(x2, x3));
@@ -298,10 +393,15 @@ AVX2 static void gemmDot(const float *a, const float *bt, float *c, int m, int k
   }
 }
 
+// Does A·Btᵀ run on packed panels (see PACKED_T_MIN_ROWS)?
+static int packedT(const Job *job) { return job->m >= PACKED_T_MIN_ROWS && job->n <= job->k; }
+
 // Columns [j0, j1) of a job on the calling thread; 0 on success, -1 out of memory.
 static int runColumns(const Job *job, int j0, int j1) {
   if (j1 <= j0) return 0;
   if (job->transB) {
+    if (packedT(job))
+      return gemmPackedT(job->a, job->b, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
     gemmDot(job->a, job->b, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
     return 0;
   }
@@ -356,7 +456,7 @@ static void *helperMain(void *arg) {
 
 // Runs a job over up to `threads` threads (the calling one included); 0 on success, -1 out of memory.
 static int runSplit(const Job *job, int threads) {
-  const int unit = job->transB ? 3 : NR;
+  const int unit = job->transB && !packedT(job) ? 3 : NR;
   const int units = (job->n + unit - 1) / unit;
   if (threads > MAX_THREADS) threads = MAX_THREADS;
   if (threads > units) threads = units;

@@ -28,7 +28,7 @@ describe("native GEMM availability", () => {
 });
 
 // Around the native blocking edges: 4-row × 24-column tiles, 256-deep k blocks, 256-row A blocks; for A·Btᵀ 3-row Bt
-// tiles, 8-wide k vectors, 1024-deep k blocks and 64-row A blocks.
+// tiles, 8-wide k vectors, 1024-deep k blocks and 64-row A blocks, or (32+ rows, n ≤ k) 8×8 transposed packing.
 const NATIVE_EDGES: [number, number, number][] = [
   [4, 8, 24],
   [3, 9, 2],
@@ -38,6 +38,11 @@ const NATIVE_EDGES: [number, number, number][] = [
   [260, 9, 25],
   [65, 1030, 7],
   [2, 2049, 4],
+  // A·Btᵀ on packed panels (≥ 32 rows, n ≤ k): partial 8-row transpose blocks, partial 24-column strips, k tails.
+  [32, 8, 8],
+  [33, 41, 25],
+  [70, 300, 299],
+  [36, 513, 100],
 ];
 
 describe.skipIf(!status.available)("nativeGemm", () => {
