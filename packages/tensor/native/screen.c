@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@
 #endif
 
 // Rows of Bt per block (two 16-lane registers) and directions per register tile (12 × 2 = 24 accumulators).
-enum { BLOCK = 32, TILE_DIRS = 12, MAX_COUNT = 256, MAX_CANDIDATES = 8192 };
+enum { BLOCK = 32, TILE_DIRS = 12, MAX_COUNT = 256, MAX_CANDIDATES = 8192, MAX_THREADS = 16 };
 
 static size_t roundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
@@ -301,37 +302,109 @@ static int firstRows(int rows, const uint8_t *skip, int count, int32_t *outIndex
   return n;
 }
 
+// One thread's share of the screening: blocks [from, to) of Bt's rows, with its own per-direction state.
+typedef struct {
+  const uint8_t *packed;
+  const int8_t *dirs;
+  Direction *dir;
+  const float *info;
+  const uint8_t *skip;
+  size_t depthPad, mPad, rowsPad, from, to;
+  int rows, count;
+} Part;
+
+static void *screenPart(void *arg) {
+  const Part *p = arg;
+  for (size_t base = p->from; base < p->to; base += BLOCK) {
+    const uint8_t *block = p->packed + base * p->depthPad;
+    for (size_t r = 0; r < p->mPad; r += TILE_DIRS)
+      screenBlock(block, p->dirs + r * p->depthPad, p->depthPad, p->dir + r, p->info, p->rowsPad, base, p->rows,
+                  p->skip, p->count);
+  }
+  return NULL;
+}
+
+// The count-th best of the parts' best-bound lists (descending: largest, else smallest); ∓∞ if fewer.
+static float mergedThreshold(Direction *const *parts, int threads, int count, int top) {
+  float best[MAX_COUNT];
+  int filled = 0;
+  float threshold = top ? -INFINITY : INFINITY;
+  for (int t = 0; t < threads; t++) {
+    const Direction *d = parts[t];
+    const float *list = top ? d->topBounds : d->bottomBounds;
+    const int n = top ? d->topFilled : d->bottomFilled;
+    for (int i = 0; i < n; i++)
+      if (filled < count || (top ? list[i] > threshold : list[i] < threshold))
+        threshold = insertSorted(best, &filled, count, list[i], top, threshold);
+  }
+  return filled < count ? (top ? -INFINITY : INFINITY) : best[count - 1];
+}
+
+// Keeps the parts' candidates whose bound passes the merged threshold and scores them exactly; the parts cover
+// consecutive row ranges, so the output stays in row order.
+AVX512 static int finishMerged(Direction *const *parts, int threads, int count, int top, const float *a,
+                               const float *bt, int depth, int32_t *outIndex, float *outValue) {
+  const float threshold = mergedThreshold(parts, threads, count, top);
+  int n = 0;
+  for (int t = 0; t < threads; t++)
+    n += finish(top ? &parts[t]->top : &parts[t]->bottom, threshold, top, a, bt, depth, outIndex + n, outValue + n);
+  return n;
+}
+
 static int screenExtremes(const float *a, int m, int depth, const float *bt, int rows, const uint8_t *packed,
-                          const float *info, int count, const uint8_t *skip, ScreenResult *result) {
+                          const float *info, int count, const uint8_t *skip, int threads, ScreenResult *result) {
   memset(result, 0, sizeof *result);
   if (count < 1 || count > MAX_COUNT || m < 1 || rows < 1 || !screenSupported()) return -1;
   const size_t rowsPad = roundUp((size_t)rows, BLOCK), depthPad = roundUp((size_t)depth, 4);
-  const size_t mPad = roundUp((size_t)m, TILE_DIRS);
+  const size_t mPad = roundUp((size_t)m, TILE_DIRS), blocks = rowsPad / BLOCK;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  if ((size_t)threads > blocks) threads = (int)blocks;
+  if (threads < 1) threads = 1;
   int8_t *dirs = aligned_alloc(64, roundUp(mPad * depthPad, 64));
-  Direction *dir = calloc(mPad, sizeof(Direction));
-  float *lists = malloc((size_t)mPad * 2 * count * sizeof(float));
+  Direction *dir = calloc(mPad * threads, sizeof(Direction));  // [thread][direction]
+  float *lists = malloc(mPad * threads * 2 * count * sizeof(float));
   int status = dirs && dir && lists ? 0 : -1;
   if (status == 0) {
     memset(dirs, 0, mPad * depthPad);
     for (size_t r = 0; r < mPad; r++) {
       Direction *d = &dir[r];
-      d->topBounds = lists + r * 2 * count;
-      d->bottomBounds = d->topBounds + count;
-      d->topThreshold = -INFINITY;
-      d->bottomThreshold = INFINITY;
       d->screened = r < (size_t)m && quantiseDirection(a + r * depth, depth, dirs + r * depthPad, d);
     }
-    for (size_t base = 0; base < rowsPad; base += BLOCK) {
-      const uint8_t *block = packed + base * depthPad;
-      for (size_t r = 0; r < mPad; r += TILE_DIRS)
-        screenBlock(block, dirs + r * depthPad, depthPad, dir + r, info, rowsPad, base, rows, skip, count);
+    for (int t = 0; t < threads; t++)
+      for (size_t r = 0; r < mPad; r++) {
+        Direction *d = &dir[t * mPad + r];
+        if (t > 0) *d = dir[r];  // the quantisation; the bounds and candidates below are each thread's own
+        d->topBounds = lists + (t * mPad + r) * 2 * count;
+        d->bottomBounds = d->topBounds + count;
+        d->topThreshold = -INFINITY;
+        d->bottomThreshold = INFINITY;
+      }
+    Part parts[MAX_THREADS];
+    pthread_t helpers[MAX_THREADS];
+    int started = 0;
+    for (int t = 0; t < threads; t++) {
+      parts[t] = (Part){.packed = packed, .dirs = dirs, .dir = dir + t * mPad, .info = info, .skip = skip,
+                        .depthPad = depthPad, .mPad = mPad, .rowsPad = rowsPad,
+                        .from = blocks * t / threads * BLOCK, .to = blocks * (t + 1) / threads * BLOCK,
+                        .rows = rows, .count = count};
     }
+    for (int t = 1; t < threads; t++) {
+      if (pthread_create(&helpers[t], NULL, screenPart, &parts[t]) != 0) break;
+      started = t;
+    }
+    screenPart(&parts[0]);
+    for (int t = 1; t <= started; t++) pthread_join(helpers[t], NULL);
+    for (int t = started + 1; t < threads; t++) screenPart(&parts[t]);  // helpers that could not start
     // Output: per row, the top candidates then the bottom ones; unscreened rows get none and screened[r] = 0.
     size_t total = 0;
     for (int r = 0; r < m; r++) {
-      if (dir[r].top.overflow || dir[r].bottom.overflow) dir[r].screened = 0;
+      for (int t = 0; t < threads; t++) {
+        const Direction *d = &dir[t * mPad + r];
+        if (d->top.overflow || d->bottom.overflow) dir[r].screened = 0;
+      }
       if (dir[r].zero) total += 2 * (size_t)count;
-      else if (dir[r].screened) total += (size_t)dir[r].top.size + dir[r].bottom.size;
+      else if (dir[r].screened)
+        for (int t = 0; t < threads; t++) total += (size_t)dir[t * mPad + r].top.size + dir[t * mPad + r].bottom.size;
     }
     result->offsets = malloc((2 * (size_t)m + 1) * sizeof(int32_t));
     result->screened = malloc((size_t)m);
@@ -343,12 +416,14 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
       result->offsets[0] = 0;
       for (int r = 0; r < m; r++) {
         const Direction *d = &dir[r];
+        Direction *byThread[MAX_THREADS];
+        for (int t = 0; t < threads; t++) byThread[t] = &dir[t * mPad + r];
         result->screened[r] = (uint8_t)d->screened;
         for (int list = 0; list < 2; list++) {
           if (d->zero) n += firstRows(rows, skip, count, result->index + n, result->value + n);
           else if (d->screened)
-            n += finish(list == 0 ? &d->top : &d->bottom, list == 0 ? d->topThreshold : d->bottomThreshold,
-                        list == 0, a + (size_t)r * depth, bt, depth, result->index + n, result->value + n);
+            n += finishMerged(byThread, threads, count, list == 0, a + (size_t)r * depth, bt, depth,
+                              result->index + n, result->value + n);
           result->offsets[2 * r + 1 + list] = n;
         }
       }
@@ -356,7 +431,7 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
     }
   }
   if (dir)
-    for (size_t r = 0; r < mPad; r++) {
+    for (size_t r = 0; r < mPad * threads; r++) {
       free(dir[r].top.index);
       free(dir[r].top.bound);
       free(dir[r].bottom.index);
@@ -372,7 +447,7 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
 #else
 
 static int screenExtremes(const float *a, int m, int depth, const float *bt, int rows, const uint8_t *packed,
-                   const float *info, int count, const uint8_t *skip, ScreenResult *result) {
+                          const float *info, int count, const uint8_t *skip, int threads, ScreenResult *result) {
   memset(result, 0, sizeof *result);
   return -1;
 }
@@ -388,7 +463,7 @@ static void screenFree(ScreenResult *result) {
 }
 
 // ---- N-API: screenSupported(), screenSizes(rows, depth), screenPrepare(bt, rows, depth, packed, info),
-// screenExtremes(a, m, depth, bt, rows, packed, info, count, skip | null). Lengths are checked here too, so a bad
+// screenExtremes(a, m, depth, bt, rows, packed, info, count, skip | null, threads). Lengths are checked here too, so a bad
 // call throws instead of reading past an array.
 
 static napi_value throwError(napi_env env, const char *message) {
@@ -466,13 +541,13 @@ static napi_value copyOut(napi_env env, napi_typedarray_type type, const void *d
 }
 
 static napi_value ExtremesJs(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value args[9];
-  int32_t dims[4];  // m, depth, rows, count
-  const int which[] = {1, 2, 4, 7};
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 9 || !intArgs(env, args, which, 4, dims))
-    return throwError(env, "screenExtremes: expected (a, m, depth, bt, rows, packed, info, count, skip)");
-  const int32_t m = dims[0], depth = dims[1], rows = dims[2], count = dims[3];
+  size_t argc = 10;
+  napi_value args[10];
+  int32_t dims[5];  // m, depth, rows, count, threads
+  const int which[] = {1, 2, 4, 7, 9};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 10 || !intArgs(env, args, which, 5, dims))
+    return throwError(env, "screenExtremes: expected (a, m, depth, bt, rows, packed, info, count, skip, threads)");
+  const int32_t m = dims[0], depth = dims[1], rows = dims[2], count = dims[3], threads = dims[4];
   if (m < 1 || depth < 1 || rows < 1 || count < 1) return throwError(env, "screenExtremes: bad dimensions");
   void *a, *bt, *packed, *infoArray, *skip = NULL;
   size_t la, lbt, lpacked, linfo, lskip = 0;
@@ -489,7 +564,7 @@ static napi_value ExtremesJs(napi_env env, napi_callback_info info) {
     return throwError(env, "screenExtremes: an array is too short");
   ScreenResult result;
   napi_value out;
-  if (screenExtremes(a, m, depth, bt, rows, packed, infoArray, count, skip, &result) != 0) {
+  if (screenExtremes(a, m, depth, bt, rows, packed, infoArray, count, skip, threads, &result) != 0) {
     napi_get_null(env, &out);
     return out;
   }

@@ -40,6 +40,7 @@ interface Addon {
     info: Float32Array,
     count: number,
     skip: Uint8Array | null,
+    threads: number,
   ): RowExtremes | null;
 }
 
@@ -106,7 +107,10 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
     nt: gemm.nt,
     tn: gemm.tn,
     ntExtremes: native.screenSupported()
-      ? (a, bt, m, k, n, count, skip) => screenedExtremes(native, a, bt, m, k, n, count, skip)
+      ? (a, bt, m, k, n, count, skip) => {
+          const split = threads > 1 && 2 * m * k * n >= minFlops ? threads : 1;
+          return screenedExtremes(native, a, bt, m, k, n, count, skip, split);
+        }
       : undefined,
     threads,
   };
@@ -125,8 +129,8 @@ const prepared = new WeakMap<Float32Array, Prepared | null>();
 const SCREEN_MIN_ROWS = 4096;
 
 /**
- * Gemm.ntExtremes by int8 screening with exact re-scoring (native/screen.c). Bt's quantised copy (n·k bytes) is
- * made on first use and kept while Bt lives.
+ * Gemm.ntExtremes by int8 screening with exact re-scoring (native/screen.c), Bt's rows split over `threads`
+ * (started per call; the GEMM's threads where the work passes its minFlops). Bt's quantised copy (n·k bytes) is made on first use and kept while Bt lives.
  */
 function screenedExtremes(
   native: Addon,
@@ -137,6 +141,7 @@ function screenedExtremes(
   n: number,
   count: number,
   skip: Uint8Array | null,
+  threads: number,
 ): RowExtremes | null {
   if (m < 1 || k < 1 || n < SCREEN_MIN_ROWS || count < 1) return null;
   if (a.length < m * k || bt.length < n * k) throw new RangeError("ntExtremes: an operand is too short");
@@ -150,5 +155,5 @@ function screenedExtremes(
     prepared.set(bt, entry);
   }
   if (entry === null) return null;
-  return native.screenExtremes(a, m, k, bt, n, entry.packed, entry.info, count, skip);
+  return native.screenExtremes(a, m, k, bt, n, entry.packed, entry.info, count, skip, threads);
 }
