@@ -929,31 +929,36 @@ function scoredTokensOfUnits(
   direct: readonly Float32Array[] = [],
 ): { units: TopTokens[]; direct: TopTokens[] } {
   const { nEmbd: d, vocabSize: V } = ctx.model.config;
-  const lists: (UnitTokenLists | undefined)[] = units.map((unit) =>
-    cachedUnitLists(unitCacheKey(kind, unit, count, excluded)),
-  );
-  const missing = units.map((_, i) => i).filter((i) => lists[i] === undefined);
-  const n = missing.length + direct.length;
+  const keys = units.map((unit) => unitCacheKey(kind, unit, count, excluded));
+  const lists: (UnitTokenLists | undefined)[] = keys.map((key) => cachedUnitLists(key));
+  // One scoring per weight row: the same neuron or latent at several tokens shares its row's lists.
+  const missingKeys = [...new Set(keys.filter((_, i) => lists[i] === undefined))];
+  const unitOfKey = new Map(keys.map((key, i) => [key, units[i]]));
+  const n = missingKeys.length + direct.length;
   const directions = new Float32Array(n * d);
-  missing.forEach((i, r) => {
-    prepare(units[i], directions.subarray(r * d, (r + 1) * d));
+  missingKeys.forEach((key, r) => {
+    prepare(unitOfKey.get(key)!, directions.subarray(r * d, (r + 1) * d));
   });
   direct.forEach((row, r) => {
-    directions.set(row, (missing.length + r) * d);
+    directions.set(row, (missingKeys.length + r) * d);
   });
   const picked = extremeScores(directions, n, matrix, d, V, count, excluded);
   const directLists = direct.map((_, k) => {
-    const { largest: top, smallest: bottom, scores, mean } = picked[missing.length + k];
+    const { largest: top, smallest: bottom, scores, mean } = picked[missingKeys.length + k];
     const offset = center ? mean : 0;
     return tokenLists(ctx, top, bottom, (id) => scores.get(id)! - offset);
   });
-  missing.forEach((i, r) => {
+  const scored = new Map<string, UnitTokenLists>();
+  missingKeys.forEach((key, r) => {
     const { largest: top, smallest: bottom, scores, mean } = picked[r];
     const offset = center ? mean : 0;
     const entry: UnitTokenLists = { top, bottom, scores: new Map() };
     for (const [id, score] of scores) entry.scores.set(id, score - offset);
-    cacheUnitLists(unitCacheKey(kind, units[i], count, excluded), entry);
-    lists[i] = entry;
+    cacheUnitLists(key, entry);
+    scored.set(key, entry);
+  });
+  keys.forEach((key, i) => {
+    lists[i] ??= scored.get(key);
   });
   const unitLists = units.map((unit, i) => {
     const entry = lists[i]!;

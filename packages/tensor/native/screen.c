@@ -356,19 +356,30 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
   memset(result, 0, sizeof *result);
   if (count < 1 || count > MAX_COUNT || m < 1 || rows < 1 || !screenSupported()) return -1;
   const size_t rowsPad = roundUp((size_t)rows, BLOCK), depthPad = roundUp((size_t)depth, 4);
-  const size_t mPad = roundUp((size_t)m, TILE_DIRS), blocks = rowsPad / BLOCK;
+  const size_t blocks = rowsPad / BLOCK;
   if (threads > MAX_THREADS) threads = MAX_THREADS;
   if ((size_t)threads > blocks) threads = (int)blocks;
   if (threads < 1) threads = 1;
+  // Directions that need the kernel (finite, not zero) come first, in order, so that no tile computes the others.
+  Direction *all = calloc((size_t)m, sizeof(Direction));
+  int8_t *quantised = calloc((size_t)m, depthPad);  // zero padding: it meets Bt's padding in the products
+  int *order = malloc((size_t)m * sizeof(int));
+  int active = 0;
+  if (all && quantised && order)
+    for (int r = 0; r < m; r++) {
+      all[r].screened = quantiseDirection(a + (size_t)r * depth, depth, quantised + (size_t)r * depthPad, &all[r]);
+      if (all[r].screened && !all[r].zero) order[active++] = r;
+    }
+  const size_t mPad = roundUp((size_t)(active > 0 ? active : 1), TILE_DIRS);
   int8_t *dirs = aligned_alloc(64, roundUp(mPad * depthPad, 64));
-  Direction *dir = calloc(mPad * threads, sizeof(Direction));  // [thread][direction]
+  Direction *dir = calloc(mPad * threads, sizeof(Direction));  // [thread][active direction]
   float *lists = malloc(mPad * threads * 2 * count * sizeof(float));
-  int status = dirs && dir && lists ? 0 : -1;
+  int status = all && quantised && order && dirs && dir && lists ? 0 : -1;
   if (status == 0) {
     memset(dirs, 0, mPad * depthPad);
-    for (size_t r = 0; r < mPad; r++) {
-      Direction *d = &dir[r];
-      d->screened = r < (size_t)m && quantiseDirection(a + r * depth, depth, dirs + r * depthPad, d);
+    for (int i = 0; i < active; i++) {
+      dir[i] = all[order[i]];
+      memcpy(dirs + (size_t)i * depthPad, quantised + (size_t)order[i] * depthPad, depthPad);
     }
     for (int t = 0; t < threads; t++)
       for (size_t r = 0; r < mPad; r++) {
@@ -388,24 +399,27 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
                         .from = blocks * t / threads * BLOCK, .to = blocks * (t + 1) / threads * BLOCK,
                         .rows = rows, .count = count};
     }
-    for (int t = 1; t < threads; t++) {
-      if (pthread_create(&helpers[t], NULL, screenPart, &parts[t]) != 0) break;
-      started = t;
-    }
-    screenPart(&parts[0]);
-    for (int t = 1; t <= started; t++) pthread_join(helpers[t], NULL);
-    for (int t = started + 1; t < threads; t++) screenPart(&parts[t]);  // helpers that could not start
-    // Output: per row, the top candidates then the bottom ones; unscreened rows get none and screened[r] = 0.
-    size_t total = 0;
-    for (int r = 0; r < m; r++) {
-      for (int t = 0; t < threads; t++) {
-        const Direction *d = &dir[t * mPad + r];
-        if (d->top.overflow || d->bottom.overflow) dir[r].screened = 0;
+    if (active > 0) {  // else every direction is zero or not finite: nothing to screen
+      for (int t = 1; t < threads; t++) {
+        if (pthread_create(&helpers[t], NULL, screenPart, &parts[t]) != 0) break;
+        started = t;
       }
-      if (dir[r].zero) total += 2 * (size_t)count;
-      else if (dir[r].screened)
-        for (int t = 0; t < threads; t++) total += (size_t)dir[t * mPad + r].top.size + dir[t * mPad + r].bottom.size;
+      screenPart(&parts[0]);
+      for (int t = 1; t <= started; t++) pthread_join(helpers[t], NULL);
+      for (int t = started + 1; t < threads; t++) screenPart(&parts[t]);  // helpers that could not start
     }
+    // Output: per row, the top candidates then the bottom ones; unscreened rows get none and screened[r] = 0.
+    for (int i = 0; i < active; i++)
+      for (int t = 0; t < threads; t++) {
+        const Direction *d = &dir[t * mPad + i];
+        if (d->top.overflow || d->bottom.overflow) all[order[i]].screened = 0;
+      }
+    size_t total = 0;
+    for (int r = 0; r < m; r++)
+      if (all[r].zero) total += 2 * (size_t)count;
+    for (int i = 0; i < active; i++)
+      if (all[order[i]].screened)
+        for (int t = 0; t < threads; t++) total += (size_t)dir[t * mPad + i].top.size + dir[t * mPad + i].bottom.size;
     result->offsets = malloc((2 * (size_t)m + 1) * sizeof(int32_t));
     result->screened = malloc((size_t)m);
     result->index = malloc((total ? total : 1) * sizeof(int32_t));
@@ -414,14 +428,16 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
     else {
       int32_t n = 0;
       result->offsets[0] = 0;
-      for (int r = 0; r < m; r++) {
-        const Direction *d = &dir[r];
+      for (int r = 0, i = 0; r < m; r++) {
+        const Direction *d = &all[r];
+        const int slot = i < active && order[i] == r ? i++ : -1;
         Direction *byThread[MAX_THREADS];
-        for (int t = 0; t < threads; t++) byThread[t] = &dir[t * mPad + r];
+        if (slot >= 0)
+          for (int t = 0; t < threads; t++) byThread[t] = &dir[t * mPad + slot];
         result->screened[r] = (uint8_t)d->screened;
         for (int list = 0; list < 2; list++) {
           if (d->zero) n += firstRows(rows, skip, count, result->index + n, result->value + n);
-          else if (d->screened)
+          else if (d->screened && slot >= 0)
             n += finishMerged(byThread, threads, count, list == 0, a + (size_t)r * depth, bt, depth,
                               result->index + n, result->value + n);
           result->offsets[2 * r + 1 + list] = n;
@@ -437,6 +453,9 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
       free(dir[r].bottom.index);
       free(dir[r].bottom.bound);
     }
+  free(all);
+  free(quantised);
+  free(order);
   free(dirs);
   free(dir);
   free(lists);

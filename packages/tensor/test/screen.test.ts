@@ -198,6 +198,10 @@ describe.skipIf(!screening).each(engines)(
       }
       expect(result.offsets[3]).toBe(result.offsets[4]); // the NaN row has no candidates
       expect(checkExtremes(result, a, bt, m, k, n, count, skip)).toBe(2);
+      // Nothing left for the kernel: only a zero and a NaN direction.
+      const none = extremes(a.subarray(0, 2 * k), bt, 2, k, n, count, skip);
+      expect([...none.screened]).toEqual([1, 0]);
+      expect([...none.index]).toEqual([1, 3, 4, 5, 1, 3, 4, 5]);
     });
 
     it("returns every row when fewer than `count` are not skipped", () => {
