@@ -479,20 +479,14 @@ export class Gpt2Model {
       dx = site("resid.post_mlp", l, dx, T * d);
       const dDeltaMlp = site("resid.delta_mlp", l, dx ? Float32Array.from(dx) : null, T * d);
       let dPost: Float32Array | null = null;
-      if (dDeltaMlp) {
-        dPost = new Float32Array(T * F);
-        this.gemm.nt(dDeltaMlp, lw.projWeight, dPost, T, d, F);
-      }
+      if (dDeltaMlp) dPost = ntOfNonzeroRows(this.gemm, dDeltaMlp, lw.projWeight, T, d, F);
       dPost = site("mlp.post_act", l, dPost, T * F);
       let dPre: Float32Array | null = dPost
         ? activationBackward(this.activation, act("mlp.pre_act", l), dPost)
         : null;
       dPre = site("mlp.pre_act", l, dPre, T * F);
       let dh2: Float32Array | null = null;
-      if (dPre) {
-        dh2 = new Float32Array(T * d);
-        this.gemm.nt(dPre, lw.fcWeight, dh2, T, F, d);
-      }
+      if (dPre) dh2 = ntOfNonzeroRows(this.gemm, dPre, lw.fcWeight, T, F, d);
       dh2 = site("resid.post_mlp_ln", l, dh2, T * d);
       if (dh2) {
         const dLn = layerNormBackward(
@@ -515,10 +509,7 @@ export class Gpt2Model {
       dx = site("resid.post_attn", l, dx, T * d);
       const dDeltaAttn = site("resid.delta_attn", l, dx ? Float32Array.from(dx) : null, T * d);
       let dvOut: Float32Array | null = null;
-      if (dDeltaAttn) {
-        dvOut = new Float32Array(T * d);
-        this.gemm.nt(dDeltaAttn, lw.attnOutWeight, dvOut, T, d, d);
-      }
+      if (dDeltaAttn) dvOut = ntOfNonzeroRows(this.gemm, dDeltaAttn, lw.attnOutWeight, T, d, d);
       dvOut = site("attn.v_out", l, dvOut, T * d);
       let dProbs: Float32Array | null = null;
       let dv: Float32Array | null = null;
@@ -603,6 +594,39 @@ function toActivation(name: string): Activation {
 }
 
 /** The given rows of x [·, dim], in that order, as a new [rows.length, dim] array. */
+/**
+ * x·Wtᵀ for x [rows × k] and Wt [n × k], computing only the rows of x that hold a non-zero value (the others give
+ * zero rows): above the last attention layer a loss at one token leaves one row of gradient.
+ */
+function ntOfNonzeroRows(
+  gemm: Gemm,
+  x: Float32Array,
+  wt: Float32Array,
+  rows: number,
+  k: number,
+  n: number,
+): Float32Array {
+  const out = new Float32Array(rows * n);
+  const live: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let i = r * k; i < (r + 1) * k; i++) {
+      if (x[i] !== 0) {
+        live.push(r);
+        break;
+      }
+    }
+  }
+  if (live.length === rows) gemm.nt(x, wt, out, rows, k, n);
+  else if (live.length > 0) {
+    const part = new Float32Array(live.length * n);
+    gemm.nt(gatherRows(x, live, k), wt, part, live.length, k, n);
+    live.forEach((r, i) => {
+      out.set(part.subarray(i * n, (i + 1) * n), r * n);
+    });
+  }
+  return out;
+}
+
 export function gatherRows(x: Float32Array, rows: readonly number[], dim: number): Float32Array {
   const out = new Float32Array(rows.length * dim);
   rows.forEach((r, i) => {
