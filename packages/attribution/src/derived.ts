@@ -174,37 +174,32 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
   const grad = run.gradients.get(hookKey("attn.qk_probs", layer));
   const v = run.forward.activations.get(hookKey("attn.v", layer))!;
   const wO = model.weights.layers[layer].attnOutWeight; // [d_in = H·Dh, d]
-  // V[u,h]·W_O[h] for every key token and head, one GEMM per head: [T, Dh]·[Dh, d].
-  const vo = new Float32Array(T * H * d); // [u, h, :]
+  const live = precedes(layer, "attention", run.finalLocation);
+  // Only tokens where the final-residual gradient is non-zero (one, for a loss at the last token) are projected on.
+  const g = run.finalResidualGradient;
+  const tokens = live ? nonzeroRows(g, T, d) : [];
+  const gRows = tokens.length === T ? g : gatherRows(g, tokens, d);
+  // Per head, V[u,h]·W_O[h] for every key token ([T, Dh]·[Dh, d]), its norm and its projections on g[t]:
+  // voNorm[u·H + h] and projected[(u·H + h)·T + t].
+  const voNorm = new Float32Array(T * H);
+  const projected = new Float32Array(T * H * T);
   const vHead = new Float32Array(T * Dh);
   const voHead = new Float32Array(T * d);
+  const part = new Float32Array(T * tokens.length);
   for (let h = 0; h < H; h++) {
     for (let u = 0; u < T; u++) vHead.set(v.subarray(u * d + h * Dh, u * d + (h + 1) * Dh), u * Dh);
     gemm.nn(vHead, wO.subarray(h * Dh * d, (h + 1) * Dh * d), voHead, T, Dh, d);
-    for (let u = 0; u < T; u++) vo.set(voHead.subarray(u * d, (u + 1) * d), (u * H + h) * d);
-  }
-  const voNorm = new Float32Array(T * H);
-  for (let k = 0; k < T * H; k++) {
-    let sq = 0;
-    for (let j = 0; j < d; j++) sq += vo[k * d + j] ** 2;
-    voNorm[k] = Math.sqrt(sq);
-  }
-  const live = precedes(layer, "attention", run.finalLocation);
-  // projected[(u·H + h)·T + t] = (V[u,h]·W_O[h]) · g[t]
-  const projected = new Float32Array(T * H * T);
-  if (live) {
-    // Only tokens where the gradient is non-zero (one, for a loss at the last token) need a product.
-    const g = run.finalResidualGradient;
-    const tokens = nonzeroRows(g, T, d);
-    if (tokens.length === T) gemm.nt(vo, g, projected, T * H, d, T);
-    else if (tokens.length > 0) {
-      const part = new Float32Array(T * H * tokens.length);
-      gemm.nt(vo, gatherRows(g, tokens, d), part, T * H, d, tokens.length);
-      for (let k = 0; k < T * H; k++) {
-        tokens.forEach((t, j) => {
-          projected[k * T + t] = part[k * tokens.length + j];
-        });
-      }
+    for (let u = 0; u < T; u++) {
+      let sq = 0;
+      for (let j = u * d; j < (u + 1) * d; j++) sq += voHead[j] ** 2;
+      voNorm[u * H + h] = Math.sqrt(sq);
+    }
+    if (tokens.length === 0) continue;
+    gemm.nt(voHead, gRows, part, T, d, tokens.length);
+    for (let u = 0; u < T; u++) {
+      tokens.forEach((t, j) => {
+        projected[(u * H + h) * T + t] = part[u * tokens.length + j];
+      });
     }
   }
   const writeNorm = new Float32Array(T * T * H);
