@@ -115,27 +115,25 @@ function nonzeroRows(g: Float32Array, T: number, d: number): number[] {
 }
 
 /**
- * out[t, n] = g[t]·W[n] for g [T × d] and W [n × d], computing only the rows of g that are not zero (a loss at the
- * last token leaves one): each row's dot products are the same whichever rows share the product.
+ * direct[t, n] = act[t, n]·(g[t]·W[n]) for g [T × d] and W [n × d]: the direct effect of every unit whose write
+ * row is W[n]. Only the rows of g that are not zero are multiplied (a loss at the last token leaves one); the other
+ * rows of `direct` stay zero.
  */
-function projectGradientRows(
+function directEffects(
   g: Float32Array,
   T: number,
   d: number,
   w: Float32Array,
   n: number,
-  out: Float32Array,
+  act: Float32Array,
+  direct: Float32Array,
 ): void {
   const rows = nonzeroRows(g, T, d);
-  if (rows.length === T) {
-    gemm.nt(g, w, out, T, d, n);
-    return;
-  }
   if (rows.length === 0) return;
   const part = new Float32Array(rows.length * n);
-  gemm.nt(gatherRows(g, rows, d), w, part, rows.length, d, n);
+  gemm.nt(rows.length === T ? g : gatherRows(g, rows, d), w, part, rows.length, d, n);
   rows.forEach((t, r) => {
-    out.set(part.subarray(r * n, (r + 1) * n), t * n);
+    for (let i = 0; i < n; i++) direct[t * n + i] = act[t * n + i] * part[r * n + i];
   });
 }
 
@@ -146,18 +144,16 @@ export function mlpNeuronMetrics(model: Gpt2Model, run: InferenceResult, layer: 
   const grad = run.gradients.get(hookKey("mlp.post_act", layer));
   const wOut = model.weights.layers[layer].projWeight; // [F, d]
   const norms = rowNorms(wOut, F, d);
-  const projected = new Float32Array(T * F); // W_out[n]·g[t]
-  const live = precedes(layer, "mlp", run.finalLocation);
-  if (live) projectGradientRows(run.finalResidualGradient, T, d, wOut, F, projected);
   const writeNorm = new Float32Array(T * F);
   const actTimesGrad = new Float32Array(T * F);
   const direct = new Float32Array(T * F);
+  if (precedes(layer, "mlp", run.finalLocation))
+    directEffects(run.finalResidualGradient, T, d, wOut, F, a, direct);
   // One simple loop per metric (a branch inside a shared loop made each element several times slower).
   for (let t = 0; t < T; t++) {
     for (let n = 0, i = t * F; n < F; n++, i++) writeNorm[i] = a[i] * norms[n];
   }
   if (grad) for (let i = 0; i < T * F; i++) actTimesGrad[i] = a[i] * grad[i];
-  if (live) for (let i = 0; i < T * F; i++) direct[i] = a[i] * projected[i];
   return {
     kind: "mlp_neuron",
     layer,
@@ -246,18 +242,17 @@ export function latentMetrics(
   const norms = rowNorms(rows, m, d);
   const block = family.site === "resid_delta_attn" ? "attention" : "mlp";
   const live = precedes(layer, block, run.finalLocation);
-  const projected = new Float32Array(T * m);
-  if (live) projectGradientRows(run.finalResidualGradient, T, d, rows, m, projected);
   const z = record.values;
   const grad = record.gradient;
   const writeNorm = new Float32Array(T * m);
   const actTimesGrad = new Float32Array(T * m);
   const direct = new Float32Array(T * m);
+  if (live) directEffects(run.finalResidualGradient, T, d, rows, m, z, direct);
   for (let t = 0; t < T; t++) {
     for (let l = 0, i = t * m; l < m; l++, i++) writeNorm[i] = z[i] * norms[l];
   }
   if (grad) for (let i = 0; i < T * m; i++) actTimesGrad[i] = z[i] * grad[i];
-  if (live) for (let i = 0; i < T * m; i++) direct[i] = z[i] * projected[i];
+
   return {
     kind,
     layer,
