@@ -279,14 +279,26 @@ AVX512 static void screenBlock(const uint8_t *block, const int8_t *dirs, size_t 
 // Keeps the candidates whose bound passes the final threshold and scores them exactly, in row order.
 AVX512 static int finish(const Candidates *c, float threshold, int top, const float *a, const float *bt,
                          int depth, int32_t *outIndex, float *outValue) {
-  int n = 0;
-  for (int i = 0; i < c->size; i++) {
-    if (top ? !(c->bound[i] >= threshold) : !(c->bound[i] <= threshold)) continue;
+  // The kept rows are scattered over Bt (3 KB each for GPT-2): the next one is fetched while this one is scored, or
+  // every row would start with a full memory latency.
+  const size_t rowBytes = (size_t)depth * sizeof(float);
+  int n = 0, next = 0;
+  const int keep = top ? 1 : 0;
+#define PASSES(i) (keep ? c->bound[i] >= threshold : c->bound[i] <= threshold)
+  while (next < c->size && !PASSES(next)) next++;
+  while (next < c->size) {
+    const int i = next++;
+    while (next < c->size && !PASSES(next)) next++;
+    if (next < c->size) {
+      const char *row = (const char *)(bt + (size_t)c->index[next] * depth);
+      for (size_t b = 0; b < rowBytes; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+    }
     const int32_t j = c->index[i];
     outIndex[n] = j;
     outValue[n] = dot(a, bt + (size_t)j * depth, depth);
     n++;
   }
+#undef PASSES
   return n;
 }
 
