@@ -252,7 +252,6 @@ export function latentMetrics(
     for (let l = 0, i = t * m; l < m; l++, i++) writeNorm[i] = z[i] * norms[l];
   }
   if (grad) for (let i = 0; i < T * m; i++) actTimesGrad[i] = z[i] * grad[i];
-
   return {
     kind,
     layer,

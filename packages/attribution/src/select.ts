@@ -106,9 +106,10 @@ function rowSumsOf(values: Float32Array, rowLength: number, rows: number): Float
 /**
  * Start indices of the runs (RUN values each) that can hold one of the k largest or k smallest values, per array,
  * from bounds of every run (a summary's, else one SIMD pass); null when every value must be scanned (no
- * WebAssembly and no summaries, few values, or fewer than k runs). At least k runs have a maximum ≥ the k-th largest run maximum, so the k-th largest value is ≥
- * it too: runs below that bound (and above the matching bound for the smallest) cannot contribute. Candidate runs
- * are scanned in order, so ties resolve exactly as in a full scan.
+ * WebAssembly and no summaries, few values, or fewer than k runs). At least k runs have a maximum ≥ the k-th
+ * largest run maximum, so the k-th largest value is ≥ it too: runs below that bound (and above the matching bound
+ * for the smallest) cannot contribute. Candidate runs are scanned in order, so ties resolve exactly as in a full
+ * scan.
  */
 function candidateRuns(
   arrays: readonly Float32Array[],

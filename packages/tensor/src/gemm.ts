@@ -48,7 +48,8 @@ export interface Gemm {
   /**
    * Optional: for each row of A[m×k]·Bt[n×k]ᵀ, a superset of its `count` largest and `count` smallest entries
    * (columns with skip[j] = 1 left out) with their exact values, found without forming the product; null where the
-   * engine cannot. Bt must not change between calls: an engine may keep a prepared copy of it.
+   * engine cannot. Bt must not change between calls: an engine may keep a prepared copy of it, found by the array
+   * object (pass the same array each time, not a fresh view).
    */
   ntExtremes?(
     a: Float32Array,

@@ -130,7 +130,8 @@ const SCREEN_MIN_ROWS = 4096;
 
 /**
  * Gemm.ntExtremes by int8 screening with exact re-scoring (native/screen.c), Bt's rows split over `threads`
- * (started per call; the GEMM's threads where the work passes its minFlops). Bt's quantised copy (n·k bytes) is made on first use and kept while Bt lives.
+ * (started per call; the GEMM's threads where the work passes its minFlops). Bt's quantised copy (n·k bytes) is
+ * made on first use and kept while that array object lives.
  */
 function screenedExtremes(
   native: Addon,
