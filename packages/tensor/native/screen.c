@@ -137,7 +137,7 @@ static void push(Candidates *c, int32_t index, float bound) {
 }
 
 typedef struct {
-  // Quantised direction: the int8 values, their scale, Σq·128 (the u8 offset of Bt), norms for the bound.
+  // The quantised direction's scale, 128·Σq (what Bt's u8 offset adds to each product) and the bound's norms.
   float scale, norm, errTerm;
   int32_t offset;
   int screened, zero;  // zero: every score is exactly 0, so the first `count` rows not skipped are the extremes
@@ -148,7 +148,8 @@ typedef struct {
   Candidates top, bottom;
 } Direction;
 
-// Inserts v into a sorted list of at most `count` (better(x, y): x belongs before y); returns the new threshold.
+// Inserts v into a list of at most `count` kept sorted (descending: largest first, else smallest first), which v
+// must belong in; returns the list's count-th value once full, else `threshold` unchanged.
 static float insertSorted(float *list, int *filled, int count, float v, int descending, float threshold) {
   int i = *filled < count ? (*filled)++ : count - 1;
   while (i > 0 && (descending ? list[i - 1] < v : list[i - 1] > v)) {
