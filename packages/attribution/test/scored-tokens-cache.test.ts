@@ -121,6 +121,8 @@ function expectMatches(lists: TopTokens | null, scores: Float64Array) {
 }
 
 const engines: ("wasm" | "native")[] = nativeGemmStatus().available ? ["wasm", "native"] : ["wasm"];
+const nativeScreens =
+  nativeGemmStatus().available && fastestGemm(1, { TDB_GEMM: "native" }).gemm.ntExtremes !== undefined;
 describe.each(engines)("scored tokens on the %s GEMM", (engine) => {
   beforeAll(() => setDefaultGemm(fastestGemm(1, { TDB_GEMM: engine }).gemm));
   afterAll(() => setDefaultGemm(null));
@@ -138,6 +140,32 @@ describe.each(engines)("scored tokens on the %s GEMM", (engine) => {
     const lists = inputTokensThatUpvoteMlp(ctx, run, neurons, excluded, 10);
     for (const [i, node] of neurons.entries()) expectMatches(lists[i], directInput(node));
   });
+
+  // Only where the engine screens (the WebAssembly one scores every row in full, as the tests above check).
+  it.skipIf(engine !== "native" || !nativeScreens)(
+    "rows the engine leaves unscreened are scored in full, beside the screened ones",
+    () => {
+      const inner = currentDefaultGemm();
+      // Every other row handed back as not screened (as for a non-finite direction or too many candidates).
+      const halfScreened: Gemm = {
+        ...inner,
+        ntExtremes: (a, bt, m, k, n, count, skip) => {
+          const result = inner.ntExtremes!(a, bt, m, k, n, count, skip);
+          if (result) for (let r = 1; r < m; r += 2) result.screened[r] = 0;
+          return result;
+        },
+      };
+      setDefaultGemm(halfScreened);
+      try {
+        clearScoredTokenCache();
+        const nodes = [...neurons, ...latents];
+        const lists = upvotedOutputTokens(ctx, run, nodes, excluded, 10);
+        for (const [i, node] of nodes.entries()) expectMatches(lists[i], directOutput(node));
+      } finally {
+        setDefaultGemm(inner);
+      }
+    },
+  );
 
   it("screens the vocabulary instead of scoring all of it where the engine can", () => {
     const inner = currentDefaultGemm();

@@ -461,11 +461,17 @@ static int screenExtremes(const float *a, int m, int depth, const float *bt, int
       for (int t = started + 1; t < threads; t++) screenPart(&parts[t]);  // helpers that could not start
     }
     // Output: per row, the top candidates then the bottom ones; unscreened rows get none and screened[r] = 0.
-    for (int i = 0; i < active; i++)
+    // Too many candidates (in any part, or in all parts together) leave the row to the caller, as on one thread.
+    for (int i = 0; i < active; i++) {
+      size_t top = 0, bottom = 0;
       for (int t = 0; t < threads; t++) {
         const Direction *d = &dir[t * mPad + i];
         if (d->top.overflow || d->bottom.overflow) all[order[i]].screened = 0;
+        top += (size_t)d->top.size;
+        bottom += (size_t)d->bottom.size;
       }
+      if (top > MAX_CANDIDATES || bottom > MAX_CANDIDATES) all[order[i]].screened = 0;
+    }
     size_t total = 0;
     for (int r = 0; r < m; r++)
       if (all[r].zero) total += 2 * (size_t)count;

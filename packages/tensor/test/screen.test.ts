@@ -204,6 +204,20 @@ describe.skipIf(!screening).each(engines)(
       expect([...none.index]).toEqual([1, 3, 4, 5, 1, 3, 4, 5]);
     });
 
+    it("leaves a row to the caller when more than 8192 rows tie within the bound", () => {
+      // Every row of Bt equal: every score ties, so every row stays a candidate for both lists.
+      const [k, n] = [16, 10000];
+      const row = random(k, 23);
+      const bt = new Float32Array(n * k);
+      for (let j = 0; j < n; j++) bt.set(row, j * k);
+      const a = random(2 * k, 24);
+      a.fill(0, k); // the second direction is zero: still answered
+      const result = extremes(a, bt, 2, k, n, 5, null);
+      expect([...result.screened]).toEqual([0, 1]);
+      expect(result.offsets[1]).toBe(0);
+      expect([...result.index.subarray(result.offsets[2], result.offsets[3])]).toEqual([0, 1, 2, 3, 4]);
+    });
+
     it("returns every row when fewer than `count` are not skipped", () => {
       const [m, k, n, count] = [4, 8, 4100, 10];
       const skip = new Uint8Array(n).fill(1);
