@@ -5,6 +5,7 @@
  */
 import { readdirSync } from "node:fs";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   ChatClient,
@@ -190,9 +191,10 @@ describe("endpoint configuration", () => {
   });
 
   it("takes OpenAI with gpt-4o from OPENAI_API_KEY alone", () => {
-    const c = resolveLlmConfig({}, { OPENAI_API_KEY: "sk-x", HOME: "/home/u" });
+    // A made-up home folder (relative, so that no machine's path is written here).
+    const c = resolveLlmConfig({}, { OPENAI_API_KEY: "sk-x", HOME: "some-home" });
     expect(c).toMatchObject({ baseUrl: "https://api.openai.com/v1", model: "gpt-4o", apiKey: "sk-x" });
-    expect(c.cacheDir).toBe("/home/u/.cache/tdb-ts/llm");
+    expect(c.cacheDir).toBe(join("some-home", ".cache", "tdb-ts", "llm"));
   });
 
   it("takes a local server from the environment, flags first", () => {
