@@ -195,40 +195,6 @@ static void packGroups(const float *a, size_t rsa, size_t csa, int mc, int kc, f
   }
 }
 
-// Columns [j0, j1) of C (=|+=) A·B, A element (i, p) at a[i*rsa + p*csa], B row-major [k×n]; 0 on success, -1 out
-// of memory. B is packed a panel (PANEL columns) at a time, just before the row tiles that use it, so the panel is
-// still in cache for them; the first row tile of each strip fetches the same strip of the next panel meanwhile.
-AVX2 static int gemmPacked(const float *a, size_t rsa, size_t csa, const float *b, float *c, int m, int k, int n, int j0, int j1, int accumulate) {
-  const size_t ldc = (size_t)n;
-  float *bp = scratch(&packB, (size_t)KC * PANEL);
-  float *ap = scratch(&packA, (size_t)KC * MC);
-  if (!bp || !ap) return -1;
-  for (int pc = 0; pc < k; pc += KC) {
-    const int kc = k - pc < KC ? k - pc : KC;
-    const int add = accumulate || pc > 0;
-    const float *bRows = b + (size_t)pc * n;
-    for (int ic = 0; ic < m; ic += MC) {
-      const int mc = m - ic < MC ? m - ic : MC;
-      packGroups(a + (size_t)ic * rsa + (size_t)pc * csa, rsa, csa, mc, kc, ap);
-      for (int jp = j0; jp < j1; jp += PANEL) {
-        const int np = j1 - jp < PANEL ? j1 - jp : PANEL;
-        packPanel(bRows + jp, (size_t)n, kc, np, bp);
-        const int nextPanel = jp + PANEL;
-        for (int jr = 0; jr < np; jr += NR) {
-          const int nr = np - jr < NR ? np - jr : NR;
-          const float *strip = bp + (size_t)jr * kc;
-          const float *next = nextPanel + jr + NR <= j1 ? bRows + nextPanel + jr : NULL;
-          for (int ir = 0; ir < mc; ir += MR) {
-            const int mr = mc - ir < MR ? mc - ir : MR;
-            kernel4x24(kc, ap + (size_t)ir * kc, strip, ir == 0 ? next : NULL, (size_t)n, c + (size_t)(ic + ir) * ldc + jp + jr, ldc, mr, nr, add);
-          }
-        }
-      }
-    }
-  }
-  return 0;
-}
-
 // Packs Bᵀ's block Bt[nc × kc] (row j, element p at bt[j*ldt + p], nc ≤ PANEL) into 24-column strips [kc][24]:
 // the layout packPanel makes from B, so A·Btᵀ runs on kernel4x24 too. 8×8 blocks are transposed in registers; the
 // eight rows of a block are read together, one cache line each, so rows a multiple of 4 KB apart still fit a set.
@@ -284,29 +250,34 @@ AVX2 static void packPanelT(const float *bt, size_t ldt, int kc, int nc, float *
   }
 }
 
-// Columns [j0, j1) of C (=|+=) A·Btᵀ through packed panels: gemmPacked with packPanelT in place of packPanel.
-AVX2 static int gemmPackedT(const float *a, const float *bt, float *c, int m, int k, int n, int j0, int j1,
-                            int accumulate) {
-  const size_t ldc = (size_t)n, lda = (size_t)k;
+// Columns [j0, j1) of C (=|+=) A·op(B), A element (i, p) at a[i*rsa + p*csa]; B row-major [k×n], or with transB
+// given as Bt [n×k]; 0 on success, -1 out of memory. B is packed a panel (PANEL columns) at a time, just before the
+// row tiles that use it, so the panel is still in cache for them; without transB the first row tile of each strip
+// fetches the same strip of the next panel meanwhile.
+AVX2 static int gemmPacked(const float *a, size_t rsa, size_t csa, const float *b, int transB, float *c, int m, int k, int n, int j0, int j1, int accumulate) {
+  const size_t ldc = (size_t)n;
   float *bp = scratch(&packB, (size_t)KC * PANEL);
   float *ap = scratch(&packA, (size_t)KC * MC);
   if (!bp || !ap) return -1;
   for (int pc = 0; pc < k; pc += KC) {
     const int kc = k - pc < KC ? k - pc : KC;
     const int add = accumulate || pc > 0;
+    const float *bRows = transB ? NULL : b + (size_t)pc * n;
     for (int ic = 0; ic < m; ic += MC) {
       const int mc = m - ic < MC ? m - ic : MC;
-      packGroups(a + (size_t)ic * lda + pc, lda, 1, mc, kc, ap);
+      packGroups(a + (size_t)ic * rsa + (size_t)pc * csa, rsa, csa, mc, kc, ap);
       for (int jp = j0; jp < j1; jp += PANEL) {
         const int np = j1 - jp < PANEL ? j1 - jp : PANEL;
-        packPanelT(bt + (size_t)jp * lda + pc, lda, kc, np, bp);
+        if (transB) packPanelT(b + (size_t)jp * k + pc, (size_t)k, kc, np, bp);
+        else packPanel(bRows + jp, (size_t)n, kc, np, bp);
+        const int nextPanel = jp + PANEL;
         for (int jr = 0; jr < np; jr += NR) {
           const int nr = np - jr < NR ? np - jr : NR;
           const float *strip = bp + (size_t)jr * kc;
+          const float *next = !transB && nextPanel + jr + NR <= j1 ? bRows + nextPanel + jr : NULL;
           for (int ir = 0; ir < mc; ir += MR) {
             const int mr = mc - ir < MR ? mc - ir : MR;
-            kernel4x24(kc, ap + (size_t)ir * kc, strip, NULL, 0, c + (size_t)(ic + ir) * ldc + jp + jr, ldc, mr,
-                       nr, add);
+            kernel4x24(kc, ap + (size_t)ir * kc, strip, ir == 0 ? next : NULL, (size_t)n, c + (size_t)(ic + ir) * ldc + jp + jr, ldc, mr, nr, add);
           }
         }
       }
@@ -401,13 +372,13 @@ static int runColumns(const Job *job, int j0, int j1) {
   if (j1 <= j0) return 0;
   if (job->transB) {
     if (packedT(job))
-      return gemmPackedT(job->a, job->b, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
+      return gemmPacked(job->a, (size_t)job->k, 1, job->b, 1, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
     gemmDot(job->a, job->b, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
     return 0;
   }
   // A is [m×k] (rows k apart) or given as At[k×m] (rows 1 apart, k values m apart).
   const size_t rsa = job->transA ? 1 : (size_t)job->k, csa = job->transA ? (size_t)job->m : 1;
-  return gemmPacked(job->a, rsa, csa, job->b, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
+  return gemmPacked(job->a, rsa, csa, job->b, 0, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
 }
 
 // ---- Helper threads: a call splits C's columns into chunks that the calling thread and up to MAX_THREADS - 1
