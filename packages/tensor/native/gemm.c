@@ -12,6 +12,7 @@
 #include <node_api.h>
 #include <pthread.h>
 
+#include "napi-args.h"
 #include "screen.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -477,53 +478,39 @@ static int cpuSupported(void) { return 0; }
 // ---- N-API binding: gemm(transA, transB, a, b, c, m, k, n, accumulate). Lengths are checked by the caller
 // (checkGemmArgs); here only the types and the lengths again, so a bad call throws instead of reading past an array.
 
-static napi_value fail(napi_env env, const char *message) {
-  napi_throw_error(env, NULL, message);
-  return NULL;
-}
-
-static int floatArray(napi_env env, napi_value value, float **data, size_t *length) {
-  bool isTyped = false;
-  if (napi_is_typedarray(env, value, &isTyped) != napi_ok || !isTyped) return 0;
-  napi_typedarray_type type;
-  void *raw = NULL;
-  if (napi_get_typedarray_info(env, value, &type, length, &raw, NULL, NULL) != napi_ok) return 0;
-  if (type != napi_float32_array) return 0;
-  *data = (float *)raw;
-  return 1;
-}
-
 static napi_value Gemm(napi_env env, napi_callback_info info) {
   size_t argc = 10;
   napi_value args[10];
   if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 10)
-    return fail(env, "gemm: expected 10 arguments (transA, transB, a, b, c, m, k, n, accumulate, threads)");
+    return throwError(env, "gemm: expected 10 arguments (transA, transB, a, b, c, m, k, n, accumulate, threads)");
   int32_t ints[10];
   const int intArgs[] = {0, 1, 5, 6, 7, 8, 9};
   for (int i = 0; i < 7; i++) {
     if (napi_get_value_int32(env, args[intArgs[i]], &ints[intArgs[i]]) != napi_ok)
-      return fail(env, "gemm: transA, transB, m, k, n, accumulate and threads must be numbers");
+      return throwError(env, "gemm: transA, transB, m, k, n, accumulate and threads must be numbers");
   }
   float *a, *b, *c;
   size_t la, lb, lc;
-  if (!floatArray(env, args[2], &a, &la) || !floatArray(env, args[3], &b, &lb) || !floatArray(env, args[4], &c, &lc))
-    return fail(env, "gemm: a, b and c must be Float32Arrays");
+  if (!typedArrayOf(env, args[2], napi_float32_array, (void **)&a, &la) ||
+      !typedArrayOf(env, args[3], napi_float32_array, (void **)&b, &lb) ||
+      !typedArrayOf(env, args[4], napi_float32_array, (void **)&c, &lc))
+    return throwError(env, "gemm: a, b and c must be Float32Arrays");
   const Job job = {.transA = ints[0] != 0, .transB = ints[1] != 0, .m = ints[5], .k = ints[6], .n = ints[7],
                    .accumulate = ints[8] != 0, .a = a, .b = b, .c = c};
-  if (job.m < 0 || job.k < 0 || job.n < 0) return fail(env, "gemm: negative dimension");
+  if (job.m < 0 || job.k < 0 || job.n < 0) return throwError(env, "gemm: negative dimension");
   if ((job.transA && job.transB) || la < (size_t)job.m * job.k || lb < (size_t)job.k * job.n || lc < (size_t)job.m * job.n)
-    return fail(env, "gemm: bad operands");
+    return throwError(env, "gemm: bad operands");
   if (job.m == 0 || job.n == 0) return NULL;
   if (job.k == 0) {
     if (!job.accumulate) memset(c, 0, (size_t)job.m * job.n * sizeof(float));
     return NULL;
   }
 #if TDB_X86
-  if (!cpuSupported()) return fail(env, "gemm: this CPU lacks AVX2 and FMA");
-  if (runSplit(&job, ints[9]) != 0) return fail(env, "gemm: out of memory for packing buffers");
+  if (!cpuSupported()) return throwError(env, "gemm: this CPU lacks AVX2 and FMA");
+  if (runSplit(&job, ints[9]) != 0) return throwError(env, "gemm: out of memory for packing buffers");
   return NULL;
 #else
-  return fail(env, "gemm: the native kernel needs an x86-64 CPU");
+  return throwError(env, "gemm: the native kernel needs an x86-64 CPU");
 #endif
 }
 

@@ -13,6 +13,8 @@
 // or leaves too many candidates, its row is reported as not screened and the caller takes the full product.
 #include "screen.h"
 
+#include "napi-args.h"
+
 #include <math.h>
 #include <node_api.h>
 #include <pthread.h>
@@ -543,19 +545,6 @@ static void screenFree(ScreenResult *result) {
 // screenExtremes(a, m, depth, bt, rows, packed, info, count, skip | null, threads). Lengths are checked here too, so a bad
 // call throws instead of reading past an array.
 
-static napi_value throwError(napi_env env, const char *message) {
-  napi_throw_error(env, NULL, message);
-  return NULL;
-}
-
-static int typedArray(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
-  bool isTyped = false;
-  if (napi_is_typedarray(env, value, &isTyped) != napi_ok || !isTyped) return 0;
-  napi_typedarray_type type;
-  if (napi_get_typedarray_info(env, value, &type, length, data, NULL, NULL) != napi_ok) return 0;
-  return type == want;
-}
-
 static int intArgs(napi_env env, napi_value *args, const int *which, int n, int32_t *out) {
   for (int i = 0; i < n; i++)
     if (napi_get_value_int32(env, args[which[i]], &out[i]) != napi_ok) return 0;
@@ -596,9 +585,9 @@ static napi_value PrepareJs(napi_env env, napi_callback_info info) {
     return throwError(env, "screenPrepare: expected (bt, rows, depth, packed, info)");
   void *bt, *packed, *infoArray;
   size_t lbt, lpacked, linfo;
-  if (!typedArray(env, args[0], napi_float32_array, &bt, &lbt) ||
-      !typedArray(env, args[3], napi_uint8_array, &packed, &lpacked) ||
-      !typedArray(env, args[4], napi_float32_array, &infoArray, &linfo))
+  if (!typedArrayOf(env, args[0], napi_float32_array, &bt, &lbt) ||
+      !typedArrayOf(env, args[3], napi_uint8_array, &packed, &lpacked) ||
+      !typedArrayOf(env, args[4], napi_float32_array, &infoArray, &linfo))
     return throwError(env, "screenPrepare: bt must be a Float32Array, packed a Uint8Array, info a Float32Array");
   if (lbt < (size_t)dims[0] * dims[1] || lpacked < screenPackedBytes(dims[0], dims[1]) ||
       linfo < screenInfoFloats(dims[0]))
@@ -628,13 +617,13 @@ static napi_value ExtremesJs(napi_env env, napi_callback_info info) {
   if (m < 1 || depth < 1 || rows < 1 || count < 1) return throwError(env, "screenExtremes: bad dimensions");
   void *a, *bt, *packed, *infoArray, *skip = NULL;
   size_t la, lbt, lpacked, linfo, lskip = 0;
-  if (!typedArray(env, args[0], napi_float32_array, &a, &la) || !typedArray(env, args[3], napi_float32_array, &bt, &lbt) ||
-      !typedArray(env, args[5], napi_uint8_array, &packed, &lpacked) ||
-      !typedArray(env, args[6], napi_float32_array, &infoArray, &linfo))
+  if (!typedArrayOf(env, args[0], napi_float32_array, &a, &la) || !typedArrayOf(env, args[3], napi_float32_array, &bt, &lbt) ||
+      !typedArrayOf(env, args[5], napi_uint8_array, &packed, &lpacked) ||
+      !typedArrayOf(env, args[6], napi_float32_array, &infoArray, &linfo))
     return throwError(env, "screenExtremes: a and bt must be Float32Arrays, packed a Uint8Array, info a Float32Array");
   napi_valuetype skipType;
   napi_typeof(env, args[8], &skipType);
-  if (skipType != napi_null && !typedArray(env, args[8], napi_uint8_array, &skip, &lskip))
+  if (skipType != napi_null && !typedArrayOf(env, args[8], napi_uint8_array, &skip, &lskip))
     return throwError(env, "screenExtremes: skip must be a Uint8Array or null");
   if (la < (size_t)m * depth || lbt < (size_t)rows * depth || lpacked < screenPackedBytes(rows, depth) ||
       linfo < screenInfoFloats(rows) || (skip && lskip < (size_t)rows))
