@@ -57,7 +57,7 @@ static size_t screenPackedBytes(int rows, int depth) {
 static size_t screenInfoFloats(int rows) { return 3 * roundUp((size_t)rows, BLOCK); }
 
 #if SCREEN_X86
-// One row of Bt to int8 (one scale, max|b|/127, round to nearest even, as lrintf), with Σ(b − s·q)² and Σq² in
+// A row of Bt or a direction to int8 (one scale, max|b|/127, round to nearest even, as lrintf), with Σ(b − s·q)² and Σq² in
 // float64; 0 if the row is not finite. 16 values per step (the scalar loop took ~200 ms for GPT-2's embedding).
 AVX512 static int quantiseRow(const float *b, int depth, int8_t *q, float *scaleOut, double *err2Out, double *q2Out) {
   __m512 maxAbs = _mm512_setzero_ps();
@@ -204,27 +204,17 @@ static float insertSorted(float *list, int *filled, int count, float v, int desc
 
 // Quantises one direction into dst (depthPad int8 values); 0 where it cannot be screened (not finite).
 static int quantiseDirection(const float *a, int depth, int8_t *dst, Direction *dir) {
-  double maxAbs = 0, norm2 = 0;
-  for (int k = 0; k < depth; k++) {
-    if (!isfinite(a[k])) return 0;
-    maxAbs = fmax(maxAbs, fabs((double)a[k]));
-    norm2 += (double)a[k] * a[k];
-  }
-  if (maxAbs == 0) {
-    dir->zero = 1;
-    return 1;
-  }
-  const float s = (float)(maxAbs / 127.0);
-  double err2 = 0, q2 = 0;
+  float s;
+  double err2, q2, norm2 = 0;
+  if (!quantiseRow(a, depth, dst, &s, &err2, &q2)) return 0;  // the same quantisation as Bt's rows
   int32_t sum = 0;
   for (int k = 0; k < depth; k++) {
-    int q = (int)lrintf(a[k] / s);
-    q = q > 127 ? 127 : q < -127 ? -127 : q;
-    dst[k] = (int8_t)q;
-    sum += q;
-    const double e = (double)a[k] - (double)s * q;
-    err2 += e * e;
-    q2 += (double)q * q;
+    norm2 += (double)a[k] * a[k];
+    sum += dst[k];
+  }
+  if (norm2 == 0) {
+    dir->zero = 1;
+    return 1;
   }
   dir->scale = s;
   dir->offset = 128 * sum;
