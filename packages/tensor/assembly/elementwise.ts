@@ -158,19 +158,26 @@ export function columnStats(values: usize, rows: i32, cols: i32, max: usize, sum
  * Largest and smallest value of each `block`-long run of values[0..n) (block a multiple of 4; the last run may be
  * shorter), NaN never counted; with masks, maxAdd[i] (0, or −∞ to leave i out) is added before the max and
  * minAdd[i] (0 or +∞) before the min. A run with nothing counted reports −∞ / +∞. Selection uses these bounds to
- * skip runs that cannot hold a top-k or bottom-k value.
+ * skip runs that cannot hold a top-k or bottom-k value. With sumOut (not 0), each run's float64 sum of the values
+ * as they are (NaN where one is NaN or the run holds +∞ and −∞) goes there too.
  */
-export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, minOut: usize, masked: i32, maxAdd: usize, minAdd: usize): void {
+export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, minOut: usize, masked: i32, maxAdd: usize, minAdd: usize, sumOut: usize): void {
   const blocks = (n + block - 1) / block;
   for (let b = 0; b < blocks; b++) {
     const start = b * block;
     const end = min(n, start + block);
     let hi = f32x4.splat(-Infinity);
     let lo = f32x4.splat(Infinity);
+    let s0 = f64x2.splat(0);
+    let s1 = f64x2.splat(0);
     let i = start;
     for (; i + 4 <= end; i += 4) {
       const o = <usize>i << 2;
       let v = v128.load(values + o);
+      if (sumOut) {
+        s0 = f64x2.add(s0, f64x2.promote_low_f32x4(v));
+        s1 = f64x2.add(s1, f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1)));
+      }
       let w = v;
       if (masked) {
         v = f32x4.add(v, v128.load(maxAdd + o));
@@ -182,9 +189,11 @@ export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, 
     }
     let h = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
     let l = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
+    let sum = f64x2.extract_lane(s0, 0) + f64x2.extract_lane(s0, 1) + (f64x2.extract_lane(s1, 0) + f64x2.extract_lane(s1, 1));
     for (; i < end; i++) {
       const o = <usize>i << 2;
       let v = load<f32>(values + o);
+      sum += <f64>v;
       let w = v;
       if (masked) {
         v += load<f32>(maxAdd + o);
@@ -195,42 +204,7 @@ export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, 
     }
     store<f32>(maxOut + (<usize>b << 2), h);
     store<f32>(minOut + (<usize>b << 2), l);
-  }
-}
-
-/**
- * Per block of `block` values (a multiple of 4) of values[n]: maximum and minimum (NaN never a bound; ±∞ for an
- * empty or all-NaN block) and the float64 sum (NaN where a value is NaN or the block holds +∞ and −∞).
- */
-export function runSummary(values: usize, n: i32, block: i32, maxOut: usize, minOut: usize, sumOut: usize): void {
-  const blocks = (n + block - 1) / block;
-  for (let b = 0; b < blocks; b++) {
-    const start = b * block;
-    const end = min(n, start + block);
-    let hi = f32x4.splat(-Infinity);
-    let lo = f32x4.splat(Infinity);
-    let s0 = f64x2.splat(0);
-    let s1 = f64x2.splat(0);
-    let i = start;
-    for (; i + 4 <= end; i += 4) {
-      const v = v128.load(values + (<usize>i << 2));
-      hi = f32x4.pmax(hi, v);
-      lo = f32x4.pmin(lo, v);
-      s0 = f64x2.add(s0, f64x2.promote_low_f32x4(v));
-      s1 = f64x2.add(s1, f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1)));
-    }
-    let h = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
-    let l = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
-    let sum = f64x2.extract_lane(s0, 0) + f64x2.extract_lane(s0, 1) + (f64x2.extract_lane(s1, 0) + f64x2.extract_lane(s1, 1));
-    for (; i < end; i++) {
-      const v = load<f32>(values + (<usize>i << 2));
-      if (v > h) h = v;
-      if (v < l) l = v;
-      sum += <f64>v;
-    }
-    store<f32>(maxOut + (<usize>b << 2), h);
-    store<f32>(minOut + (<usize>b << 2), l);
-    store<f64>(sumOut + (<usize>b << 3), sum);
+    if (sumOut) store<f64>(sumOut + (<usize>b << 3), sum);
   }
 }
 

@@ -57,8 +57,8 @@ static size_t screenPackedBytes(int rows, int depth) {
 static size_t screenInfoFloats(int rows) { return 3 * roundUp((size_t)rows, BLOCK); }
 
 #if SCREEN_X86
-// A row of Bt or a direction to int8 (one scale, max|b|/127, round to nearest even, as lrintf), with Σ(b − s·q)² and Σq² in
-// float64; 0 if the row is not finite. 16 values per step (the scalar loop took ~200 ms for GPT-2's embedding).
+// A row of Bt or a direction to int8 (one scale, max|b|/127, round to nearest even, as lrintf), with Σ(b − s·q)²
+// and Σq² in float64; 0 if it is not finite. 16 values per step (a scalar loop took ~200 ms for GPT-2's embedding).
 AVX512 static int quantiseRow(const float *b, int depth, int8_t *q, float *scaleOut, double *err2Out, double *q2Out) {
   __m512 maxAbs = _mm512_setzero_ps();
   __mmask16 bad = 0;

@@ -54,8 +54,8 @@ interface KernelExports {
     masked: number,
     maxAdd: number,
     minAdd: number,
+    sumOut: number,
   ): void;
-  runSummary(values: number, n: number, block: number, maxOut: number, minOut: number, sumOut: number): void;
   layerNorm(
     x: number,
     gain: number,
@@ -559,6 +559,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
         mask ? 1 : 0,
         mask?.maxAdd ?? 0,
         mask?.minAdd ?? 0,
+        0,
       );
       const result = { max: e.view(out, blocks).slice(), min: e.view(out + blocks * 4, blocks).slice() };
       done("ew.x");
@@ -571,7 +572,17 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const blocks = Math.ceil(n / block);
       // One block for the outputs: sums first (8-byte aligned), then maxima and minima.
       const out = e.scratchBlock("ew.summary", Math.max(1, blocks) * 16);
-      k.runSummary(e.place("ew.x", values, n), n, block, out + blocks * 8, out + blocks * 12, out);
+      k.blockExtremes(
+        e.place("ew.x", values, n),
+        n,
+        block,
+        out + blocks * 8,
+        out + blocks * 12,
+        0,
+        0,
+        0,
+        out,
+      );
       const sum = new Float64Array(e.buffer(), out, blocks).slice();
       const max = e.view(out + blocks * 8, blocks).slice();
       const min = e.view(out + blocks * 12, blocks).slice();
