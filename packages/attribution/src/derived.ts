@@ -4,7 +4,7 @@
  *   zero unless the node precedes the final-residual location; estimated total effect = activation·gradient.
  */
 
-import { type Gpt2Model, gatherRows, hookKey, type SparseAutoencoder } from "@tdb/model";
+import { type Gpt2Model, gatherRows, hookKey, nonzeroRows, type SparseAutoencoder } from "@tdb/model";
 import { defaultGemm, type Gemm } from "@tdb/tensor";
 import type { AutoencoderFamily, InferenceResult, ResidualLocation, TdbModelContext } from "./inference.js";
 import { summarize, type ValueSummary } from "./select.js";
@@ -97,20 +97,13 @@ export function embeddingMetrics(ctx: TdbModelContext, run: InferenceResult): La
 
 const nonzeroRowsCache = new WeakMap<Float32Array, number[]>();
 
-/** Indices of the rows of g [T × d] that hold a non-zero value (found once per gradient: every layer asks). */
-function nonzeroRows(g: Float32Array, T: number, d: number): number[] {
-  const known = nonzeroRowsCache.get(g);
-  if (known) return known;
-  const rows: number[] = [];
-  for (let t = 0; t < T; t++) {
-    for (let i = t * d; i < (t + 1) * d; i++) {
-      if (g[i] !== 0) {
-        rows.push(t);
-        break;
-      }
-    }
+/** The model's nonzeroRows of the final-residual gradient g [T × d], found once per gradient: every layer asks. */
+function gradientRows(g: Float32Array, T: number, d: number): number[] {
+  let rows = nonzeroRowsCache.get(g);
+  if (!rows) {
+    rows = nonzeroRows(g, T, d);
+    nonzeroRowsCache.set(g, rows);
   }
-  nonzeroRowsCache.set(g, rows);
   return rows;
 }
 
@@ -128,7 +121,7 @@ function directEffects(
   act: Float32Array,
   direct: Float32Array,
 ): void {
-  const rows = nonzeroRows(g, T, d);
+  const rows = gradientRows(g, T, d);
   if (rows.length === 0) return;
   const part = new Float32Array(rows.length * n);
   gemm.nt(rows.length === T ? g : gatherRows(g, rows, d), w, part, rows.length, d, n);
@@ -173,7 +166,7 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
   const live = precedes(layer, "attention", run.finalLocation);
   // Only tokens where the final-residual gradient is non-zero (one, for a loss at the last token) are projected on.
   const g = run.finalResidualGradient;
-  const tokens = live ? nonzeroRows(g, T, d) : [];
+  const tokens = live ? gradientRows(g, T, d) : [];
   const gRows = tokens.length === T ? g : gatherRows(g, tokens, d);
   // Per head, V[u,h]·W_O[h] for every key token ([T, Dh]·[Dh, d]), its norm and its projections on g[t]:
   // voNorm[u·H + h] and projected[(u·H + h)·T + t].

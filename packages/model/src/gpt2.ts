@@ -607,15 +607,7 @@ function ntOfNonzeroRows(
   n: number,
 ): Float32Array {
   const out = new Float32Array(rows * n);
-  const live: number[] = [];
-  for (let r = 0; r < rows; r++) {
-    for (let i = r * k; i < (r + 1) * k; i++) {
-      if (x[i] !== 0) {
-        live.push(r);
-        break;
-      }
-    }
-  }
+  const live = nonzeroRows(x, rows, k);
   if (live.length === rows) gemm.nt(x, wt, out, rows, k, n);
   else if (live.length > 0) {
     const part = new Float32Array(live.length * n);
@@ -625,6 +617,20 @@ function ntOfNonzeroRows(
     });
   }
   return out;
+}
+
+/** Indices of the rows of x [rows × dim] that hold a value other than zero (NaN counts as one). */
+export function nonzeroRows(x: Float32Array, rows: number, dim: number): number[] {
+  const live: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let i = r * dim; i < (r + 1) * dim; i++) {
+      if (x[i] !== 0) {
+        live.push(r);
+        break;
+      }
+    }
+  }
+  return live;
 }
 
 export function gatherRows(x: Float32Array, rows: readonly number[], dim: number): Float32Array {
