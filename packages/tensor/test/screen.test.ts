@@ -2,7 +2,7 @@
 // entries picked from its candidates must equal those of an independent float64 product, on shapes and data that
 // stress the bound (rows of very different norms, outlier columns, ties, skipped rows, zero and non-finite inputs).
 import { describe, expect, it } from "vitest";
-import type { RowExtremes } from "../src/index.js";
+import type { Gemm, RowExtremes } from "../src/index.js";
 import { nativeGemm, nativeGemmStatus } from "../src/node/index.js";
 import { random } from "./gemm-oracle.js";
 
@@ -100,16 +100,9 @@ function checkExtremes(
 describe.skipIf(!screening).each(engines)(
   "native ntExtremes (int8 screening, exact re-scoring), $name",
   ({ gemm }) => {
-    const extremes = (
-      a: Float32Array,
-      bt: Float32Array,
-      m: number,
-      k: number,
-      n: number,
-      count: number,
-      skip: Uint8Array | null,
-    ): RowExtremes => {
-      const result = gemm.ntExtremes!(a, bt, m, k, n, count, skip);
+    // ntExtremes, where a screened result is expected.
+    const extremes = (...args: Parameters<NonNullable<Gemm["ntExtremes"]>>): RowExtremes => {
+      const result = gemm.ntExtremes!(...args);
       if (result === null) throw new Error("expected a screened result");
       return result;
     };
