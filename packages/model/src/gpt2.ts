@@ -3,7 +3,7 @@
  * with a named hook at every activation TDB uses, a full activation cache, and a hand-written backward pass to
  * every hook point with TDB's detach options. Weights use HF's Conv1D layout: W is [in, out], y = x·W + b.
  */
-import { allocateF32, defaultGemm, type Gemm } from "@tdb/tensor";
+import { allocateF32, declareConstant, defaultGemm, type Gemm } from "@tdb/tensor";
 import { type ForwardHook, type HookEdit, type HookPoint, type HookSite, hookKey } from "./hooks.js";
 import {
   type Activation,
@@ -157,12 +157,18 @@ export class Gpt2Model {
   readonly activation: Activation;
   private readonly gemm: Gemm;
 
+  /**
+   * The weights are the model's from now on: they must not be written to afterwards, since the block weights are
+   * declared constant (a GEMM engine may keep them re-laid-out for its kernel).
+   */
   constructor(config: Gpt2Architecture, weights: Gpt2Weights, gemm: Gemm = defaultGemm()) {
     if (config.nEmbd % config.nHead !== 0) {
       throw new Error(`n_embd (${config.nEmbd}) must be divisible by n_head (${config.nHead})`);
     }
     this.config = config;
     this.weights = weights;
+    for (const layer of weights.layers)
+      declareConstant(layer.qkvWeight, layer.attnOutWeight, layer.fcWeight, layer.projWeight);
     this.activation = toActivation(config.activationFunction);
     this.gemm = gemm;
   }

@@ -9,6 +9,8 @@
 //  * A·Btᵀ with 32 rows or more and n ≤ k: the same kernel, Bt transposed 8×8 block by block while it is packed.
 //  * Other A·Btᵀ: dot products of A rows with Bt rows (both contiguous in k), 4×3 register tile, no
 //    packing: Bt is usually a large weight matrix read once, in place.
+//  * Prepacked operands (model weights, packed once by `prepack` in either orientation): the same kernel on strips
+//    read straight from the prepacked copy, PREPACK_DEPTH deep, so no product pays for packing B again.
 #include <node_api.h>
 #include <pthread.h>
 
@@ -36,11 +38,15 @@ enum { MR = 4, NR = 24, PANEL = 192 * NR, KC = 256, MC = 256, KC_DOT = 1024, MC_
 // +25 % at 32 rows. Wide products at depth 768 (W_proj, the 50 257-token vocabulary) and few rows (TDB's one logit
 // row) are faster as dot products that read Bt in place (measured here, one thread).
 enum { PACKED_T_MIN_ROWS = 32 };
+// Depth of a prepacked block: GPT-2's 768-deep products in one pass (C written once, A packed once), 3072-deep ones
+// in four; a 72 KB strip is read from L2 by each row tile (+3 to +6 % over 256-deep blocks at 32 to 256 rows).
+enum { PREPACK_DEPTH = 768 };
 
 typedef struct {
   int transA, transB, m, k, n, accumulate;
   const float *a, *b;
   float *c;
+  const float *prepacked;  // op(B) prepacked (then b and transB are unused), or NULL
 } Job;
 
 typedef struct {
@@ -57,6 +63,11 @@ static float *scratch(Scratch *s, size_t floats) {
   s->floats = s->ptr ? floats : 0;
   return s->ptr;
 }
+
+// Floats of op(B)[k×n] prepacked: k rows of n columns rounded up to whole strips. PREPACK_SLACK more floats let the
+// copy start on a 64-byte boundary wherever its buffer starts.
+enum { PREPACK_SLACK = 16 };
+static size_t prepackedFloats(int k, int n) { return (size_t)k * (size_t)((n + NR - 1) / NR) * NR; }
 
 // Per thread: helper threads and any JS threads (worker_threads) calling in each pack into their own.
 static _Thread_local Scratch packA = {0}, packB = {0};
@@ -287,6 +298,48 @@ AVX2 static int gemmPacked(const float *a, size_t rsa, size_t csa, const float *
   return 0;
 }
 
+// Prepacks op(B)[k×n] (B row-major [k×n], or with transB given as Bt [n×k]): blocks of PREPACK_DEPTH rows one after
+// another, each holding its strips [kc][24] in column order, the last strip zero-padded.
+AVX2 static void prepack(const float *b, int transB, int k, int n, float *out) {
+  const size_t width = (size_t)((n + NR - 1) / NR) * NR;
+  for (int pc = 0; pc < k; pc += PREPACK_DEPTH) {
+    const int kc = k - pc < PREPACK_DEPTH ? k - pc : PREPACK_DEPTH;
+    float *block = out + (size_t)pc * width;
+    for (int jp = 0; jp < n; jp += PANEL) {
+      const int np = n - jp < PANEL ? n - jp : PANEL;
+      float *strips = block + (size_t)jp * kc;  // strip jp / NR of the block
+      if (transB) packPanelT(b + (size_t)jp * k + pc, (size_t)k, kc, np, strips);
+      else packPanel(b + (size_t)pc * n + jp, (size_t)n, kc, np, strips);
+    }
+  }
+}
+
+// Columns [j0, j1) of C (=|+=) A·op(B) with op(B) prepacked; j0 a multiple of NR. 0 on success, -1 out of memory.
+AVX2 static int gemmPrepacked(const float *a, size_t rsa, size_t csa, const float *bp, float *c, int m, int k, int n, int j0, int j1, int accumulate) {
+  const size_t ldc = (size_t)n, width = (size_t)((n + NR - 1) / NR) * NR;
+  const int mcMax = m < MC ? m : MC;
+  float *ap = scratch(&packA, (size_t)PREPACK_DEPTH * (size_t)((mcMax + MR - 1) / MR * MR));
+  if (!ap) return -1;
+  for (int pc = 0; pc < k; pc += PREPACK_DEPTH) {
+    const int kc = k - pc < PREPACK_DEPTH ? k - pc : PREPACK_DEPTH;
+    const int add = accumulate || pc > 0;
+    const float *block = bp + (size_t)pc * width;
+    for (int ic = 0; ic < m; ic += MC) {
+      const int mc = m - ic < MC ? m - ic : MC;
+      packGroups(a + (size_t)ic * rsa + (size_t)pc * csa, rsa, csa, mc, kc, ap);
+      for (int jr = j0; jr < j1; jr += NR) {
+        const int nr = j1 - jr < NR ? j1 - jr : NR;
+        const float *strip = block + (size_t)jr * kc;
+        for (int ir = 0; ir < mc; ir += MR) {
+          const int mr = mc - ir < MR ? mc - ir : MR;
+          kernel4x24(kc, ap + (size_t)ir * kc, strip, NULL, 0, c + (size_t)(ic + ir) * ldc + jr, ldc, mr, nr, add);
+        }
+      }
+    }
+  }
+  return 0;
+}
+
 // [Σx0, Σx1, Σx2, Σx3]
 AVX2 static __m128 sum4(__m256 x0, __m256 x1, __m256 x2, __m256 x3) {
   const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(x0, x1), _mm256_hadd_ps(x2, x3));
@@ -371,6 +424,9 @@ static int packedT(const Job *job) { return job->m >= PACKED_T_MIN_ROWS && job->
 // Columns [j0, j1) of a job on the calling thread; 0 on success, -1 out of memory.
 static int runColumns(const Job *job, int j0, int j1) {
   if (j1 <= j0) return 0;
+  const size_t rsa = job->transA ? 1 : (size_t)job->k, csa = job->transA ? (size_t)job->m : 1;
+  if (job->prepacked)
+    return gemmPrepacked(job->a, rsa, csa, job->prepacked, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
   if (job->transB) {
     if (packedT(job))
       return gemmPacked(job->a, (size_t)job->k, 1, job->b, 1, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
@@ -378,7 +434,6 @@ static int runColumns(const Job *job, int j0, int j1) {
     return 0;
   }
   // A is [m×k] (rows k apart) or given as At[k×m] (rows 1 apart, k values m apart).
-  const size_t rsa = job->transA ? 1 : (size_t)job->k, csa = job->transA ? (size_t)job->m : 1;
   return gemmPacked(job->a, rsa, csa, job->b, 0, job->c, job->m, job->k, job->n, j0, j1, job->accumulate);
 }
 
@@ -428,7 +483,7 @@ static void *helperMain(void *arg) {
 
 // Runs a job over up to `threads` threads (the calling one included); 0 on success, -1 out of memory.
 static int runSplit(const Job *job, int threads) {
-  const int unit = job->transB && !packedT(job) ? 3 : NR;
+  const int unit = job->transB && !job->prepacked && !packedT(job) ? 3 : NR;
   const int units = (job->n + unit - 1) / unit;
   if (threads > MAX_THREADS) threads = MAX_THREADS;
   if (threads > units) threads = units;
@@ -475,9 +530,33 @@ static int cpuSupported(void) {
 static int cpuSupported(void) { return 0; }
 #endif
 
-// ---- N-API binding: gemm(transA, transB, a, b, c, m, k, n, accumulate). Lengths are checked by the caller
-// (checkGemmArgs); here only the types and the lengths again, so a bad call throws instead of reading past an array.
+// ---- N-API binding. Lengths are checked by the caller (checkGemmArgs, native.ts); here only the types and the
+// lengths again, so a bad call throws instead of reading past an array.
 
+// Reads args[index[i]] as int32 into ints[index[i]]; 0 if one is not a number.
+static int readInts(napi_env env, const napi_value *args, const int *index, int count, int32_t *ints) {
+  for (int i = 0; i < count; i++)
+    if (napi_get_value_int32(env, args[index[i]], &ints[index[i]]) != napi_ok) return 0;
+  return 1;
+}
+
+// Runs a job whose operands were checked; NULL, or a thrown error.
+static napi_value runJob(napi_env env, const Job *job, int threads) {
+  if (job->m == 0 || job->n == 0) return NULL;
+  if (job->k == 0) {
+    if (!job->accumulate) memset(job->c, 0, (size_t)job->m * job->n * sizeof(float));
+    return NULL;
+  }
+#if TDB_X86
+  if (!cpuSupported()) return throwError(env, "gemm: this CPU lacks AVX2 and FMA");
+  if (runSplit(job, threads) != 0) return throwError(env, "gemm: out of memory for packing buffers");
+  return NULL;
+#else
+  return throwError(env, "gemm: the native kernel needs an x86-64 CPU");
+#endif
+}
+
+// gemm(transA, transB, a, b, c, m, k, n, accumulate, threads)
 static napi_value Gemm(napi_env env, napi_callback_info info) {
   size_t argc = 10;
   napi_value args[10];
@@ -485,10 +564,8 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
     return throwError(env, "gemm: expected 10 arguments (transA, transB, a, b, c, m, k, n, accumulate, threads)");
   int32_t ints[10];
   const int intArgs[] = {0, 1, 5, 6, 7, 8, 9};
-  for (int i = 0; i < 7; i++) {
-    if (napi_get_value_int32(env, args[intArgs[i]], &ints[intArgs[i]]) != napi_ok)
-      return throwError(env, "gemm: transA, transB, m, k, n, accumulate and threads must be numbers");
-  }
+  if (!readInts(env, args, intArgs, 7, ints))
+    return throwError(env, "gemm: transA, transB, m, k, n, accumulate and threads must be numbers");
   float *a, *b, *c;
   size_t la, lb, lc;
   if (!typedArrayOf(env, args[2], napi_float32_array, (void **)&a, &la) ||
@@ -496,22 +573,80 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
       !typedArrayOf(env, args[4], napi_float32_array, (void **)&c, &lc))
     return throwError(env, "gemm: a, b and c must be Float32Arrays");
   const Job job = {.transA = ints[0] != 0, .transB = ints[1] != 0, .m = ints[5], .k = ints[6], .n = ints[7],
-                   .accumulate = ints[8] != 0, .a = a, .b = b, .c = c};
+                   .accumulate = ints[8] != 0, .a = a, .b = b, .c = c, .prepacked = NULL};
   if (job.m < 0 || job.k < 0 || job.n < 0) return throwError(env, "gemm: negative dimension");
   if ((job.transA && job.transB) || la < (size_t)job.m * job.k || lb < (size_t)job.k * job.n || lc < (size_t)job.m * job.n)
     return throwError(env, "gemm: bad operands");
-  if (job.m == 0 || job.n == 0) return NULL;
-  if (job.k == 0) {
-    if (!job.accumulate) memset(c, 0, (size_t)job.m * job.n * sizeof(float));
-    return NULL;
-  }
+  return runJob(env, &job, ints[9]);
+}
+
+// prepackedLength(k, n): the floats prepack writes for op(B)[k×n].
+static napi_value PrepackedLength(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  int32_t ints[2];
+  const int intArgs[] = {0, 1};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 2 || !readInts(env, args, intArgs, 2, ints) ||
+      ints[0] < 0 || ints[1] < 0)
+    return throwError(env, "prepackedLength: expected (k, n), non-negative numbers");
+  napi_value result;
+  napi_create_double(env, (double)prepackedFloats(ints[0], ints[1]), &result);
+  return result;
+}
+
+// prepack(b, transB, k, n, out): writes op(B) prepacked into `out` (prepackedLength(k, n) + 16 floats) from its
+// first 64-byte boundary on, since the kernel's loads are aligned; returns that offset in floats.
+static napi_value Prepack(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value args[5];
+  int32_t ints[5];
+  const int intArgs[] = {1, 2, 3};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 5 || !readInts(env, args, intArgs, 3, ints))
+    return throwError(env, "prepack: expected (b, transB, k, n, out) with numbers for transB, k and n");
+  float *b, *out;
+  size_t lb, lo;
+  if (!typedArrayOf(env, args[0], napi_float32_array, (void **)&b, &lb) ||
+      !typedArrayOf(env, args[4], napi_float32_array, (void **)&out, &lo))
+    return throwError(env, "prepack: b and out must be Float32Arrays");
+  const int k = ints[2], n = ints[3];
+  if (k < 0 || n < 0 || lb < (size_t)k * n || lo < prepackedFloats(k, n) + PREPACK_SLACK)
+    return throwError(env, "prepack: bad operands");
+  const size_t offset = ((64 - (uintptr_t)out % 64) % 64) / sizeof(float);
+  if ((uintptr_t)out % sizeof(float) != 0) return throwError(env, "prepack: out is not float-aligned");
 #if TDB_X86
-  if (!cpuSupported()) return throwError(env, "gemm: this CPU lacks AVX2 and FMA");
-  if (runSplit(&job, ints[9]) != 0) return throwError(env, "gemm: out of memory for packing buffers");
-  return NULL;
+  if (!cpuSupported()) return throwError(env, "prepack: this CPU lacks AVX2 and FMA");
+  prepack(b, ints[1] != 0, k, n, out + offset);
+  napi_value result;
+  napi_create_uint32(env, (uint32_t)offset, &result);
+  return result;
 #else
-  return throwError(env, "gemm: the native kernel needs an x86-64 CPU");
+  return throwError(env, "prepack: the native kernel needs an x86-64 CPU");
 #endif
+}
+
+// gemmPrepacked(transA, a, packed, c, m, k, n, accumulate, threads): C (=|+=) op(A)·op(B), op(B) from prepack.
+static napi_value GemmPrepacked(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value args[9];
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 9)
+    return throwError(env, "gemmPrepacked: expected 9 arguments (transA, a, packed, c, m, k, n, accumulate, threads)");
+  int32_t ints[9];
+  const int intArgs[] = {0, 4, 5, 6, 7, 8};
+  if (!readInts(env, args, intArgs, 6, ints))
+    return throwError(env, "gemmPrepacked: transA, m, k, n, accumulate and threads must be numbers");
+  float *a, *packed, *c;
+  size_t la, lp, lc;
+  if (!typedArrayOf(env, args[1], napi_float32_array, (void **)&a, &la) ||
+      !typedArrayOf(env, args[2], napi_float32_array, (void **)&packed, &lp) ||
+      !typedArrayOf(env, args[3], napi_float32_array, (void **)&c, &lc))
+    return throwError(env, "gemmPrepacked: a, packed and c must be Float32Arrays");
+  const Job job = {.transA = ints[0] != 0, .transB = 0, .m = ints[4], .k = ints[5], .n = ints[6],
+                   .accumulate = ints[7] != 0, .a = a, .b = NULL, .c = c, .prepacked = packed};
+  if (job.m < 0 || job.k < 0 || job.n < 0) return throwError(env, "gemmPrepacked: negative dimension");
+  if (la < (size_t)job.m * job.k || lp < prepackedFloats(job.k, job.n) || lc < (size_t)job.m * job.n)
+    return throwError(env, "gemmPrepacked: bad operands");
+  if ((uintptr_t)packed % 64 != 0) return throwError(env, "gemmPrepacked: packed must start on a 64-byte boundary");
+  return runJob(env, &job, ints[8]);
 }
 
 static napi_value Supported(napi_env env, napi_callback_info info) {
@@ -525,8 +660,11 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"gemm", NULL, Gemm, NULL, NULL, NULL, napi_default, NULL},
     {"supported", NULL, Supported, NULL, NULL, NULL, napi_default, NULL},
+    {"prepackedLength", NULL, PrepackedLength, NULL, NULL, NULL, napi_default, NULL},
+    {"prepack", NULL, Prepack, NULL, NULL, NULL, napi_default, NULL},
+    {"gemmPrepacked", NULL, GemmPrepacked, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 2, props);
+  napi_define_properties(env, exports, 5, props);
   screenRegister(env, exports);
   return exports;
 }

@@ -62,6 +62,22 @@ export interface Gemm {
   ): RowExtremes | null;
 }
 
+const constantOperands = new WeakSet<Float32Array>();
+
+/**
+ * Declares matrices that will not change again (a model's weights). An engine may then keep a copy of such an
+ * operand laid out for its kernel, found by the array object, and use it in every later product that passes the same
+ * array as B or Bt; writing into a declared array afterwards would leave that copy stale.
+ */
+export function declareConstant(...arrays: Float32Array[]): void {
+  for (const array of arrays) constantOperands.add(array);
+}
+
+/** Whether `array` was passed to declareConstant. */
+export function isDeclaredConstant(array: Float32Array): boolean {
+  return constantOperands.has(array);
+}
+
 function checkDim(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 0)
     throw new RangeError(`gemm: ${name} must be a non-negative integer`);

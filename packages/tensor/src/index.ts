@@ -2,7 +2,7 @@ import type { Gemm } from "./gemm.js";
 import { referenceGemm } from "./reference.js";
 import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
-export type { Gemm, RowExtremes } from "./gemm.js";
+export { declareConstant, type Gemm, isDeclaredConstant, type RowExtremes } from "./gemm.js";
 export { referenceGemm } from "./reference.js";
 export {
   allocateF32,

@@ -1,13 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { referenceGemm } from "../src/index.js";
-import { fastestGemm, nativeGemm, nativeGemmStatus } from "../src/node/index.js";
+import { declareConstant, referenceGemm } from "../src/index.js";
+import { fastestGemm, nativeGemm, nativeGemmStatus, prepackedBytes } from "../src/node/index.js";
 import {
   EDGE_SHAPES,
   edgeSweep,
+  oracle,
+  place,
   placementSweep,
+  random,
   randomShapesSweep,
   runCase,
   VARIANTS,
+  worstError,
 } from "./gemm-oracle.js";
 
 const status = nativeGemmStatus();
@@ -101,5 +105,100 @@ describe.skipIf(!status.available)("nativeGemm", () => {
     expect(Number.isNaN(c[0]) && Number.isNaN(c[1])).toBe(true);
     expect(c[2]).toBe(Number.POSITIVE_INFINITY);
     expect(c[3]).toBe(5);
+  });
+});
+
+// Declared-constant operands are prepacked once per orientation (768-deep blocks of 24-column strips) and read from
+// there: shapes around those edges, more rows than one 256-row A block, B inside WebAssembly memory at an odd offset.
+const PREPACK_SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [4, 768, 24],
+  [5, 769, 49],
+  [32, 1537, 25],
+  [3, 2304, 770],
+  [33, 300, 250],
+  [260, 770, 47],
+  [2, 5000, 1],
+];
+
+describe.skipIf(!status.available)("nativeGemm on declared-constant operands", () => {
+  const one = status.available ? nativeGemm() : referenceGemm;
+  const split = status.available ? nativeGemm({ threads: 3, minFlops: 0 }) : referenceGemm;
+
+  /** Worst error ratio of `gemm` with B (nn) or Bt (nt) declared constant, with and without accumulate. */
+  function sweep(
+    gemm: typeof one,
+    variant: "nn" | "nt",
+    m: number,
+    k: number,
+    n: number,
+    seed: number,
+  ): number {
+    const a = random(m * k, seed);
+    const bValues = random(k * n, seed + 1);
+    const b = place(bValues, "wasm-offset");
+    declareConstant(b);
+    let worst = 0;
+    for (const accumulate of [false, true]) {
+      const c0 = random(m * n, seed + 2);
+      const c = c0.slice();
+      gemm[variant](a, b, c, m, k, n, accumulate);
+      const { expected, magnitude } = oracle(variant, a, bValues, accumulate ? c0 : null, m, k, n);
+      worst = Math.max(worst, worstError(c, expected, magnitude, k));
+    }
+    return worst;
+  }
+
+  it("matches the float64 oracle around the prepacked layout's edges, on 1 and 3 threads, and keeps one copy per orientation", () => {
+    for (const [m, k, n] of PREPACK_SHAPES) {
+      for (const variant of ["nn", "nt"] as const) {
+        const before = prepackedBytes();
+        expect(sweep(one, variant, m, k, n, m + k + n)).toBeLessThan(1);
+        // One copy, k rows of whole 24-column strips, made by the first product and reused by the second.
+        expect(prepackedBytes() - before).toBe(4 * k * Math.ceil(n / 24) * 24);
+        expect(sweep(split, variant, m, k, n, 7 * m + k)).toBeLessThan(1);
+      }
+    }
+  });
+
+  it("falls back to per-call packing for another shape of the same array and past the byte budget", () => {
+    const b = random(600 * 40, 3);
+    declareConstant(b);
+    const a = random(9 * 600, 4);
+    const c = new Float32Array(9 * 40);
+    one.nn(a, b, c, 9, 600, 40);
+    const held = prepackedBytes();
+    // The same 24 000 floats read as [40×600]: not the prepacked shape, so the plain path runs (and stays right).
+    const a2 = random(9 * 40, 5);
+    const c2 = new Float32Array(9 * 600);
+    one.nn(a2, b, c2, 9, 40, 600);
+    expect(prepackedBytes()).toBe(held);
+    const { expected, magnitude } = oracle("nn", a2, b, null, 9, 40, 600);
+    expect(worstError(c2, expected, magnitude, 40)).toBeLessThan(1);
+    // A GEMM with no budget never prepacks, and its products are as right.
+    const unpacked = nativeGemm({ prepackBytes: 0 });
+    const fresh = random(700 * 30, 6);
+    declareConstant(fresh);
+    const c3 = new Float32Array(9 * 30);
+    const a3 = random(9 * 700, 7);
+    unpacked.nn(a3, fresh, c3, 9, 700, 30);
+    expect(prepackedBytes()).toBe(held);
+    const three = oracle("nn", a3, fresh, null, 9, 700, 30);
+    expect(worstError(c3, three.expected, three.magnitude, 700)).toBeLessThan(1);
+    expect(() => nativeGemm({ prepackBytes: -1 })).toThrow(RangeError);
+    expect(() => fastestGemm(1, { TDB_PREPACK_MB: "lots" })).toThrow(/TDB_PREPACK_MB/);
+  });
+
+  it("propagates NaN and infinity from a prepacked operand", () => {
+    // B = [[1, NaN], [∞, 2]], A = [[2, 0], [0, 1], [1, 1]]: 0·∞ and NaN terms give NaN, 1·∞ + 1 gives ∞.
+    const b = Float32Array.of(1, Number.NaN, Number.POSITIVE_INFINITY, 2);
+    declareConstant(b);
+    const a = Float32Array.of(2, 0, 0, 1, 1, 1);
+    const c = new Float32Array(6);
+    one.nn(a, b, c, 3, 2, 2);
+    const expected = [0, 1, 2].flatMap((i) => [0, 1].map((j) => a[2 * i] * b[j] + a[2 * i + 1] * b[2 + j]));
+    expect(Array.from(c)).toEqual(expected);
+    expect(expected.filter(Number.isNaN).length).toBe(4);
+    expect(expected.filter((x) => x === Number.POSITIVE_INFINITY).length).toBe(2);
   });
 });

@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { type Gemm, gemmFromOp, type RowExtremes } from "../gemm.js";
+import { type Gemm, gemmFromOp, isDeclaredConstant, type RowExtremes } from "../gemm.js";
 import { DEFAULT_MIN_FLOPS } from "./threaded.js";
 
 interface Addon {
@@ -21,6 +21,20 @@ interface Addon {
     threads: number,
   ): void;
   supported(): boolean;
+  prepackedLength(k: number, n: number): number;
+  /** Fills `out` (prepackedLength + 16 floats) from its first 64-byte boundary; returns that offset. */
+  prepack(b: Float32Array, transB: number, k: number, n: number, out: Float32Array): number;
+  gemmPrepacked(
+    transA: number,
+    a: Float32Array,
+    packed: Float32Array,
+    c: Float32Array,
+    m: number,
+    k: number,
+    n: number,
+    accumulate: number,
+    threads: number,
+  ): void;
   screenSupported(): boolean;
   screenSizes(rows: number, depth: number): { packedBytes: number; infoFloats: number };
   screenPrepare(
@@ -79,7 +93,15 @@ export interface NativeGemmOptions {
   threads?: number;
   /** Products of fewer FLOPs (2·m·k·n) stay on the calling thread (default DEFAULT_MIN_FLOPS). */
   minFlops?: number;
+  /**
+   * Bytes this GEMM may add to the prepacked copies of declared-constant operands that all native GEMMs share
+   * (default DEFAULT_PREPACK_BYTES; 0: never prepack). Past it, products pack those operands per call as others.
+   */
+  prepackBytes?: number;
 }
+
+/** GPT-2 small's block weights in both orientations (2 × 340 MB) fit. */
+export const DEFAULT_PREPACK_BYTES = 1024 * 1024 * 1024;
 
 export interface NativeGemm extends Gemm {
   readonly threads: number;
@@ -98,9 +120,14 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
   if (!Number.isInteger(threads) || threads < 1)
     throw new RangeError("nativeGemm: threads must be a positive integer");
   const minFlops = options.minFlops ?? DEFAULT_MIN_FLOPS;
+  const prepackBytes = options.prepackBytes ?? DEFAULT_PREPACK_BYTES;
+  if (!(prepackBytes >= 0)) throw new RangeError("nativeGemm: prepackBytes must be a non-negative number");
   const gemm = gemmFromOp((transA, transB, a, b, c, m, k, n, accumulate) => {
     const split = threads > 1 && 2 * m * k * n >= minFlops ? threads : 1;
-    native.gemm(transA, transB, a, b, c, m, k, n, accumulate ? 1 : 0, split);
+    const packed =
+      transA === 0 && isDeclaredConstant(b) ? prepackedOperand(native, b, transB, k, n, prepackBytes) : null;
+    if (packed) native.gemmPrepacked(0, a, packed, c, m, k, n, accumulate ? 1 : 0, split);
+    else native.gemm(transA, transB, a, b, c, m, k, n, accumulate ? 1 : 0, split);
   });
   return {
     nn: gemm.nn,
@@ -114,6 +141,57 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
       : undefined,
     threads,
   };
+}
+
+/** A declared-constant operand's prepacked copies, by orientation (null: not made, the budget being spent). */
+interface PrepackedCopies {
+  nn?: { k: number; n: number; data: Float32Array } | null;
+  nt?: { k: number; n: number; data: Float32Array } | null;
+}
+const prepackedCopies = new WeakMap<Float32Array, PrepackedCopies>();
+let prepackedTotal = 0;
+const prepackedReleased = new FinalizationRegistry<number>((bytes) => {
+  prepackedTotal -= bytes;
+});
+
+/**
+ * op(B)[k×n] prepacked (native prepack), made on first use and kept while `b` lives, or null where it would take
+ * the prepacked total past `budget` bytes (then the operand is packed per call, as any other).
+ */
+function prepackedOperand(
+  native: Addon,
+  b: Float32Array,
+  transB: 0 | 1,
+  k: number,
+  n: number,
+  budget: number,
+): Float32Array | null {
+  let copies = prepackedCopies.get(b);
+  if (!copies) {
+    copies = {};
+    prepackedCopies.set(b, copies);
+  }
+  const key = transB ? "nt" : "nn";
+  const existing = copies[key];
+  if (existing) return existing.k === k && existing.n === n ? existing.data : null;
+  if (existing === null) return null;
+  const length = native.prepackedLength(k, n);
+  if (prepackedTotal + 4 * length > budget) {
+    copies[key] = null;
+    return null;
+  }
+  const buffer = new Float32Array(length + 16);
+  const offset = native.prepack(b, transB, k, n, buffer);
+  const data = buffer.subarray(offset, offset + length);
+  copies[key] = { k, n, data };
+  prepackedTotal += 4 * length;
+  prepackedReleased.register(b, 4 * length);
+  return data;
+}
+
+/** Bytes held by the prepacked copies of declared-constant operands (all native GEMMs together). */
+export function prepackedBytes(): number {
+  return prepackedTotal;
 }
 
 /** Bt's int8 copy for screening, by matrix (null: Bt is not finite, so it is never screened). */
