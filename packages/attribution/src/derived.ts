@@ -5,7 +5,7 @@
  */
 
 import { type Gpt2Model, gatherRows, hookKey, nonzeroRows, type SparseAutoencoder } from "@tdb/model";
-import { defaultGemm, type Gemm } from "@tdb/tensor";
+import { defaultGemm, type Gemm, jobArray } from "@tdb/tensor";
 import type { AutoencoderFamily, InferenceResult, ResidualLocation, TdbModelContext } from "./inference.js";
 import { summarize, type ValueSummary } from "./select.js";
 
@@ -95,25 +95,27 @@ export function embeddingMetrics(ctx: TdbModelContext, run: InferenceResult): La
   };
 }
 
-const nonzeroRowsCache = new WeakMap<Float32Array, number[]>();
+// By run, not by gradient array: a request's arrays are recycled for the next one (recyclingArrays).
+const nonzeroRowsCache = new WeakMap<InferenceResult, number[]>();
 
-/** The model's nonzeroRows of the final-residual gradient g [T × d], found once per gradient: every layer asks. */
-function gradientRows(g: Float32Array, T: number, d: number): number[] {
-  let rows = nonzeroRowsCache.get(g);
+/** The model's nonzeroRows of the run's final-residual gradient [T × d], found once per run: every layer asks. */
+function gradientRows(run: InferenceResult, T: number, d: number): number[] {
+  let rows = nonzeroRowsCache.get(run);
   if (!rows) {
-    rows = nonzeroRows(g, T, d);
-    nonzeroRowsCache.set(g, rows);
+    rows = nonzeroRows(run.finalResidualGradient, T, d);
+    nonzeroRowsCache.set(run, rows);
   }
   return rows;
 }
 
 /**
- * direct[t, n] = act[t, n]·(g[t]·W[n]) for g [T × d] and W [n × d]: the direct effect of every unit whose write
+ * direct[t, n] = act[t, n]·(g[t]·W[n]) for the run's final-residual gradient g [T × d] and W [n × d]: the direct
+ * effect of every unit whose write
  * row is W[n]. Only the rows of g that are not zero are multiplied (a loss at the last token leaves one); the other
  * rows of `direct` stay zero.
  */
 function directEffects(
-  g: Float32Array,
+  run: InferenceResult,
   T: number,
   d: number,
   w: Float32Array,
@@ -121,9 +123,10 @@ function directEffects(
   act: Float32Array,
   direct: Float32Array,
 ): void {
-  const rows = gradientRows(g, T, d);
+  const rows = gradientRows(run, T, d);
   if (rows.length === 0) return;
-  const part = new Float32Array(rows.length * n);
+  const g = run.finalResidualGradient;
+  const part = jobArray(rows.length * n);
   gemm.nt(rows.length === T ? g : gatherRows(g, rows, d), w, part, rows.length, d, n);
   rows.forEach((t, r) => {
     for (let i = 0; i < n; i++) direct[t * n + i] = act[t * n + i] * part[r * n + i];
@@ -137,11 +140,10 @@ export function mlpNeuronMetrics(model: Gpt2Model, run: InferenceResult, layer: 
   const grad = run.gradients.get(hookKey("mlp.post_act", layer));
   const wOut = model.weights.layers[layer].projWeight; // [F, d]
   const norms = rowNorms(wOut, F, d);
-  const writeNorm = new Float32Array(T * F);
-  const actTimesGrad = new Float32Array(T * F);
-  const direct = new Float32Array(T * F);
-  if (precedes(layer, "mlp", run.finalLocation))
-    directEffects(run.finalResidualGradient, T, d, wOut, F, a, direct);
+  const writeNorm = jobArray(T * F);
+  const actTimesGrad = jobArray(T * F);
+  const direct = jobArray(T * F);
+  if (precedes(layer, "mlp", run.finalLocation)) directEffects(run, T, d, wOut, F, a, direct);
   // One simple loop per metric (a branch inside a shared loop made each element several times slower).
   for (let t = 0; t < T; t++) {
     for (let n = 0, i = t * F; n < F; n++, i++) writeNorm[i] = a[i] * norms[n];
@@ -166,15 +168,15 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
   const live = precedes(layer, "attention", run.finalLocation);
   // Only tokens where the final-residual gradient is non-zero (one, for a loss at the last token) are projected on.
   const g = run.finalResidualGradient;
-  const tokens = live ? gradientRows(g, T, d) : [];
+  const tokens = live ? gradientRows(run, T, d) : [];
   const gRows = tokens.length === T ? g : gatherRows(g, tokens, d);
   // Per head, V[u,h]·W_O[h] for every key token ([T, Dh]·[Dh, d]), its norm and its projections on g[t]:
   // voNorm[u·H + h] and projected[(u·H + h)·T + t].
-  const voNorm = new Float32Array(T * H);
-  const projected = new Float32Array(T * H * T);
-  const vHead = new Float32Array(T * Dh);
-  const voHead = new Float32Array(T * d);
-  const part = new Float32Array(T * tokens.length);
+  const voNorm = jobArray(T * H);
+  const projected = jobArray(T * H * T);
+  const vHead = jobArray(T * Dh);
+  const voHead = jobArray(T * d);
+  const part = jobArray(T * tokens.length);
   for (let h = 0; h < H; h++) {
     for (let u = 0; u < T; u++) vHead.set(v.subarray(u * d + h * Dh, u * d + (h + 1) * Dh), u * Dh);
     gemm.nn(vHead, wO.subarray(h * Dh * d, (h + 1) * Dh * d), voHead, T, Dh, d);
@@ -191,9 +193,9 @@ export function attentionHeadMetrics(model: Gpt2Model, run: InferenceResult, lay
       });
     }
   }
-  const writeNorm = new Float32Array(T * T * H);
-  const actTimesGrad = new Float32Array(T * T * H);
-  const direct = new Float32Array(T * T * H);
+  const writeNorm = jobArray(T * T * H);
+  const actTimesGrad = jobArray(T * T * H);
+  const direct = jobArray(T * T * H);
   for (let t = 0; t < T; t++) {
     for (let u = 0; u <= t; u++) {
       for (let h = 0; h < H; h++) {
@@ -237,10 +239,10 @@ export function latentMetrics(
   const live = precedes(layer, block, run.finalLocation);
   const z = record.values;
   const grad = record.gradient;
-  const writeNorm = new Float32Array(T * m);
-  const actTimesGrad = new Float32Array(T * m);
-  const direct = new Float32Array(T * m);
-  if (live) directEffects(run.finalResidualGradient, T, d, rows, m, z, direct);
+  const writeNorm = jobArray(T * m);
+  const actTimesGrad = jobArray(T * m);
+  const direct = jobArray(T * m);
+  if (live) directEffects(run, T, d, rows, m, z, direct);
   for (let t = 0; t < T; t++) {
     for (let l = 0, i = t * m; l < m; l++, i++) writeNorm[i] = z[i] * norms[l];
   }

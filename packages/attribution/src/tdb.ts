@@ -4,7 +4,7 @@
  * top/bottom-k nodes, each sub-response carrying its own values for that shared list.
  */
 import { type Gpt2Tokenizer, hookKey } from "@tdb/model";
-import { allocateF32, defaultGemm, freeF32 } from "@tdb/tensor";
+import { ArrayRecycler, allocateF32, defaultGemm, freeF32, recyclingArrays } from "@tdb/tensor";
 import {
   allNodeMetrics,
   type LayerMetrics,
@@ -494,7 +494,20 @@ interface SubRun {
   tokenDisplayMetrics: LayerMetrics[];
 }
 
+// Activations, gradients and node metrics of one request are recycled for the next (see recyclingArrays): the
+// response is plain JSON values, and no cache keeps or is keyed by those arrays.
+const requestArrays = new ArrayRecycler();
+
+/** Bytes of request arrays held for the next /batched_tdb request (for memory reports and tests). */
+export function recycledRequestBytes(): number {
+  return requestArrays.bytesHeld;
+}
+
 export function handleBatchedTdb(ctx: TdbContext, request: BatchedTdbRequest): BatchedResponse {
+  return recyclingArrays(requestArrays, () => batchedTdb(ctx, request));
+}
+
+function batchedTdb(ctx: TdbContext, request: BatchedTdbRequest): BatchedResponse {
   if (request.subRequests.length === 0)
     throw new TdbRequestError("subRequests must hold at least one request");
   const converted = convert(ctx, request);

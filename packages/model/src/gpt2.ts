@@ -3,7 +3,7 @@
  * with a named hook at every activation TDB uses, a full activation cache, and a hand-written backward pass to
  * every hook point with TDB's detach options. Weights use HF's Conv1D layout: W is [in, out], y = x·W + b.
  */
-import { allocateF32, declareConstant, defaultGemm, type Gemm } from "@tdb/tensor";
+import { allocateF32, declareConstant, defaultGemm, type Gemm, jobArray, jobCopy } from "@tdb/tensor";
 import { type ForwardHook, type HookEdit, type HookPoint, type HookSite, hookKey } from "./hooks.js";
 import {
   type Activation,
@@ -146,7 +146,7 @@ function block(x: Float32Array, size: number, b: number): Float32Array {
 /** f(b) for each of B sequences, concatenated (f(0) itself when B = 1). */
 function perSequence(B: number, size: number, f: (b: number) => Float32Array): Float32Array {
   if (B === 1) return f(0);
-  const out = new Float32Array(B * size);
+  const out = jobArray(B * size);
   for (let b = 0; b < B; b++) out.set(f(b), b * size);
   return out;
 }
@@ -302,7 +302,7 @@ export class Gpt2Model {
     };
 
     const w = this.weights;
-    let x: Float32Array = new Float32Array(R * d);
+    let x: Float32Array = jobArray(R * d);
     for (let t = 0; t < R; t++) {
       const te = tokens[t] * d;
       const pe = (t % T) * d;
@@ -317,7 +317,7 @@ export class Gpt2Model {
       const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, R, d, eps);
       readOnlySite("attn_ln.scale", l, ln1.saved.scale);
       const h1 = site("resid.post_attn_ln", l, ln1.out, [R, d]);
-      const qkv = new Float32Array(R * 3 * d);
+      const qkv = jobArray(R * 3 * d);
       this.gemm.nn(h1, lw.qkvWeight, qkv, R, d, 3 * d);
       addBiasRows(qkv, lw.qkvBias, R, 3 * d);
       let { q, k, v } = splitQkv(qkv, R, d, this.qkScale(l));
@@ -347,26 +347,26 @@ export class Gpt2Model {
         ),
         [R, H, Dh],
       );
-      let deltaAttn: Float32Array = new Float32Array(R * d);
+      let deltaAttn: Float32Array = jobArray(R * d);
       this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, R, d, d);
       addBiasRows(deltaAttn, lw.attnOutBias, R, d);
       deltaAttn = site("resid.delta_attn", l, deltaAttn, [R, d]);
-      x = site("resid.post_attn", l, addInto(x.slice(), deltaAttn), [R, d]);
+      x = site("resid.post_attn", l, addInto(jobCopy(x), deltaAttn), [R, d]);
 
       // MLP block.
       const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, R, d, eps);
       readOnlySite("mlp_ln.scale", l, ln2.saved.scale);
       const h2 = site("resid.post_mlp_ln", l, ln2.out, [R, d]);
-      let pre: Float32Array = new Float32Array(R * F);
+      let pre: Float32Array = jobArray(R * F);
       this.gemm.nn(h2, lw.fcWeight, pre, R, d, F);
       addBiasRows(pre, lw.fcBias, R, F);
       pre = site("mlp.pre_act", l, pre, [R, F]);
       const post = site("mlp.post_act", l, activationForward(this.activation, pre), [R, F]);
-      let deltaMlp: Float32Array = new Float32Array(R * d);
+      let deltaMlp: Float32Array = jobArray(R * d);
       this.gemm.nn(post, lw.projWeight, deltaMlp, R, F, d);
       addBiasRows(deltaMlp, lw.projBias, R, d);
       deltaMlp = site("resid.delta_mlp", l, deltaMlp, [R, d]);
-      x = site("resid.post_mlp", l, addInto(x.slice(), deltaMlp), [R, d]);
+      x = site("resid.post_mlp", l, addInto(jobCopy(x), deltaMlp), [R, d]);
       savedLayers.push({ ln1: ln1.saved, ln2: ln2.saved });
     }
 
@@ -379,7 +379,7 @@ export class Gpt2Model {
         throw new RangeError(`logit row ${r} is outside [0, ${R})`);
     }
     const rowsIn = gatherRows(hF, logitRows, d);
-    let logits: Float32Array = new Float32Array(logitRows.length * V);
+    let logits: Float32Array = jobArray(logitRows.length * V);
     this.gemm.nt(rowsIn, w.unembedding, logits, logitRows.length, d, V);
     logits = site("logits", null, logits, [logitRows.length, V]);
 
@@ -446,7 +446,7 @@ export class Gpt2Model {
       }
       const extra = seedsByKey.get(key);
       if (extra) {
-        g = g ? Float32Array.from(g) : new Float32Array(size);
+        g = g ? jobCopy(g) : jobArray(size);
         for (const s of extra) {
           if (s.length !== size)
             throw new RangeError(`gradient seed at ${key} has ${s.length} values, expected ${size}`);
@@ -472,7 +472,7 @@ export class Gpt2Model {
     let dhF: Float32Array | null = null;
     const dLogits = site("logits", null, null, forward.logitRows.length * V);
     if (dLogits) {
-      dhF = new Float32Array(T * d);
+      dhF = jobArray(T * d);
       unembedBackward(dLogits, w.unembedding, forward.logitRows, dhF, d, V, this.gemm);
     }
     const dh = site("resid.post_ln_f", null, dhF, T * d);
@@ -483,7 +483,7 @@ export class Gpt2Model {
       const lw = w.layers[l];
       let dx = dxIn;
       dx = site("resid.post_mlp", l, dx, T * d);
-      const dDeltaMlp = site("resid.delta_mlp", l, dx ? Float32Array.from(dx) : null, T * d);
+      const dDeltaMlp = site("resid.delta_mlp", l, dx ? jobCopy(dx) : null, T * d);
       let dPost: Float32Array | null = null;
       if (dDeltaMlp) dPost = ntOfNonzeroRows(this.gemm, dDeltaMlp, lw.projWeight, T, d, F);
       dPost = site("mlp.post_act", l, dPost, T * F);
@@ -503,7 +503,7 @@ export class Gpt2Model {
           d,
           scaleDetached.has(hookKey("mlp_ln.scale", l)),
         );
-        dx = dx ? addInto(Float32Array.from(dx), dLn) : dLn;
+        dx = dx ? addInto(jobCopy(dx), dLn) : dLn;
       }
 
       return dx;
@@ -513,7 +513,7 @@ export class Gpt2Model {
       const lw = w.layers[l];
       let dx = dxIn;
       dx = site("resid.post_attn", l, dx, T * d);
-      const dDeltaAttn = site("resid.delta_attn", l, dx ? Float32Array.from(dx) : null, T * d);
+      const dDeltaAttn = site("resid.delta_attn", l, dx ? jobCopy(dx) : null, T * d);
       let dvOut: Float32Array | null = null;
       if (dDeltaAttn) dvOut = ntOfNonzeroRows(this.gemm, dDeltaAttn, lw.attnOutWeight, T, d, d);
       dvOut = site("attn.v_out", l, dvOut, T * d);
@@ -550,7 +550,7 @@ export class Gpt2Model {
       let dh1: Float32Array | null = null;
       if (dq || dk || dv) {
         const c = this.qkScale(l);
-        const dQkv = new Float32Array(T * 3 * d);
+        const dQkv = jobArray(T * 3 * d);
         for (let t = 0; t < T; t++) {
           const o = t * 3 * d;
           for (let i = 0; i < d; i++) {
@@ -559,7 +559,7 @@ export class Gpt2Model {
             if (dv) dQkv[o + 2 * d + i] = dv[t * d + i];
           }
         }
-        dh1 = new Float32Array(T * d);
+        dh1 = jobArray(T * d);
         this.gemm.nt(dQkv, lw.qkvWeight, dh1, T, 3 * d, d);
       }
       dh1 = site("resid.post_attn_ln", l, dh1, T * d);
@@ -572,7 +572,7 @@ export class Gpt2Model {
           d,
           scaleDetached.has(hookKey("attn_ln.scale", l)),
         );
-        dx = dx ? addInto(Float32Array.from(dx), dLn) : dLn;
+        dx = dx ? addInto(jobCopy(dx), dLn) : dLn;
       }
       return dx;
     };
@@ -612,11 +612,11 @@ function ntOfNonzeroRows(
   k: number,
   n: number,
 ): Float32Array {
-  const out = new Float32Array(rows * n);
+  const out = jobArray(rows * n);
   const live = nonzeroRows(x, rows, k);
   if (live.length === rows) gemm.nt(x, wt, out, rows, k, n);
   else if (live.length > 0) {
-    const part = new Float32Array(live.length * n);
+    const part = jobArray(live.length * n);
     gemm.nt(gatherRows(x, live, k), wt, part, live.length, k, n);
     live.forEach((r, i) => {
       out.set(part.subarray(i * n, (i + 1) * n), r * n);
@@ -640,7 +640,7 @@ export function nonzeroRows(x: Float32Array, rows: number, dim: number): number[
 }
 
 export function gatherRows(x: Float32Array, rows: readonly number[], dim: number): Float32Array {
-  const out = new Float32Array(rows.length * dim);
+  const out = jobArray(rows.length * dim);
   rows.forEach((r, i) => {
     out.set(x.subarray(r * dim, (r + 1) * dim), i * dim);
   });
@@ -674,7 +674,7 @@ function unembedBackward(
     });
     return;
   }
-  const dense = new Float32Array(rows.length * d);
+  const dense = jobArray(rows.length * d);
   gemm.nn(dLogits, unembedding, dense, rows.length, V, d);
   rows.forEach((row, r) => {
     for (let i = 0; i < d; i++) dh[row * d + i] += dense[r * d + i];

@@ -1,4 +1,4 @@
-import { type Gemm, wasmElementwise } from "@tdb/tensor";
+import { type Gemm, jobArray, wasmElementwise } from "@tdb/tensor";
 
 /**
  * GPT-2's layers other than the weight products, as forward/backward pairs over explicit row-major buffers (llm.c
@@ -39,9 +39,9 @@ export function layerNormForwardLoop(
   dim: number,
   eps: number,
 ): { out: Float32Array; saved: LayerNormSaved } {
-  const out = new Float32Array(rows * dim);
-  const normalized = new Float32Array(rows * dim);
-  const scale = new Float32Array(rows);
+  const out = jobArray(rows * dim);
+  const normalized = jobArray(rows * dim);
+  const scale = jobArray(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * dim;
     let sum = 0;
@@ -75,7 +75,7 @@ export function layerNormBackward(
   dim: number,
   detachScale: boolean,
 ): Float32Array {
-  const dx = new Float32Array(rows * dim);
+  const dx = jobArray(rows * dim);
   const { normalized, scale } = saved;
   for (let r = 0; r < rows; r++) {
     const o = r * dim;
@@ -110,7 +110,7 @@ export function activationForward(kind: Activation, x: Float32Array): Float32Arr
 
 /** activationForward in plain TypeScript (float64 arithmetic, rounded once). */
 export function activationForwardLoop(kind: Activation, x: Float32Array): Float32Array {
-  const y = new Float32Array(x.length);
+  const y = jobArray(x.length);
   switch (kind) {
     case "gelu_new":
       for (let i = 0; i < x.length; i++) {
@@ -163,7 +163,7 @@ export function activationBackward(kind: Activation, x: Float32Array, dy: Float3
 
 /** activationBackward in plain TypeScript. */
 export function activationBackwardLoop(kind: Activation, x: Float32Array, dy: Float32Array): Float32Array {
-  const dx = new Float32Array(x.length);
+  const dx = jobArray(x.length);
   switch (kind) {
     case "gelu_new":
       for (let i = 0; i < x.length; i++) {
@@ -244,7 +244,7 @@ function headBlock(
   h: number,
   { tokens: T, heads: H, headDim: Dh }: AttentionShape,
 ): Float32Array {
-  const out = new Float32Array(T * Dh);
+  const out = jobArray(T * Dh);
   const d = H * Dh;
   for (let t = 0; t < T; t++) out.set(x.subarray(t * d + h * Dh, t * d + (h + 1) * Dh), t * Dh);
   return out;
@@ -266,7 +266,7 @@ function putHeadBlock(
  * keys after the query never count, whatever an edit left there (as in the loops, which never visit them).
  */
 function causalPairBlock(x: Float32Array, h: number, { tokens: T, heads: H }: AttentionShape): Float32Array {
-  const out = new Float32Array(T * T);
+  const out = jobArray(T * T);
   for (let t = 0; t < T; t++) for (let u = 0; u <= t; u++) out[t * T + u] = x[(t * T + u) * H + h];
   return out;
 }
@@ -284,9 +284,9 @@ export function attentionLogits(
 ): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
-  const s = new Float32Array(T * T * H).fill(Number.NEGATIVE_INFINITY);
+  const s = jobArray(T * T * H).fill(Number.NEGATIVE_INFINITY);
   if (useGemm(gemm, shape)) {
-    const block = new Float32Array(T * T);
+    const block = jobArray(T * T);
     for (let h = 0; h < H; h++) {
       gemm.nt(headBlock(q, h, shape), headBlock(k, h, shape), block, T, Dh, T);
       for (let t = 0; t < T; t++) for (let u = 0; u <= t; u++) s[(t * T + u) * H + h] = block[t * T + u];
@@ -317,7 +317,7 @@ export function attentionSoftmax(logits: Float32Array, shape: AttentionShape): F
 /** attentionSoftmax in plain TypeScript. */
 export function attentionSoftmaxLoop(logits: Float32Array, shape: AttentionShape): Float32Array {
   const { tokens: T, heads: H } = shape;
-  const p = new Float32Array(T * T * H);
+  const p = jobArray(T * T * H);
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < H; h++) {
       let max = Number.NEGATIVE_INFINITY;
@@ -342,9 +342,9 @@ export function attentionMix(
 ): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
-  const out = new Float32Array(T * d);
+  const out = jobArray(T * d);
   if (useGemm(gemm, shape)) {
-    const block = new Float32Array(T * Dh);
+    const block = jobArray(T * Dh);
     for (let h = 0; h < H; h++) {
       gemm.nn(causalPairBlock(probs, h, shape), headBlock(v, h, shape), block, T, T, Dh);
       putHeadBlock(out, block, h, shape);
@@ -375,11 +375,11 @@ export function attentionMixBackward(
 ): { dProbs: Float32Array; dv: Float32Array } {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
-  const dProbs = new Float32Array(T * T * H);
-  const dv = new Float32Array(T * d);
+  const dProbs = jobArray(T * T * H);
+  const dv = jobArray(T * d);
   if (useGemm(gemm, shape)) {
-    const pairs = new Float32Array(T * T);
-    const block = new Float32Array(T * Dh);
+    const pairs = jobArray(T * T);
+    const block = jobArray(T * Dh);
     for (let h = 0; h < H; h++) {
       const dOutH = headBlock(dOut, h, shape);
       gemm.nt(dOutH, headBlock(v, h, shape), pairs, T, Dh, T);
@@ -415,7 +415,7 @@ export function attentionSoftmaxBackward(
   shape: AttentionShape,
 ): Float32Array {
   const { tokens: T, heads: H } = shape;
-  const dLogits = new Float32Array(T * T * H);
+  const dLogits = jobArray(T * T * H);
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < H; h++) {
       let dot = 0;
@@ -442,10 +442,10 @@ export function attentionLogitsBackward(
 ): { dq: Float32Array; dk: Float32Array } {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
-  const dq = new Float32Array(T * d);
-  const dk = new Float32Array(T * d);
+  const dq = jobArray(T * d);
+  const dk = jobArray(T * d);
   if (useGemm(gemm, shape)) {
-    const block = new Float32Array(T * Dh);
+    const block = jobArray(T * Dh);
     for (let h = 0; h < H; h++) {
       const dS = causalPairBlock(dLogits, h, shape);
       gemm.nn(dS, headBlock(k, h, shape), block, T, T, Dh);
@@ -485,9 +485,9 @@ export function splitQkv(
   const kernels = wasmElementwise();
   if (kernels) return kernels.splitQkv(qkv, tokens, dim, scale);
   const c = scale;
-  const q = new Float32Array(tokens * dim);
-  const k = new Float32Array(tokens * dim);
-  const v = new Float32Array(tokens * dim);
+  const q = jobArray(tokens * dim);
+  const k = jobArray(tokens * dim);
+  const v = jobArray(tokens * dim);
   for (let t = 0; t < tokens; t++) {
     const o = t * 3 * dim;
     for (let i = 0; i < dim; i++) {

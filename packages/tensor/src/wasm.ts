@@ -1,6 +1,7 @@
 import { decodeBase64 } from "./base64.js";
 import { type Gemm, gemmFromOp } from "./gemm.js";
 import { gemmWasmBase64 } from "./gemm-wasm.generated.js";
+import { jobCopy } from "./recycle.js";
 
 // The WebAssembly API is reached through globalThis with local types, so this package needs neither the DOM lib
 // nor global declarations that could clash with a consumer's.
@@ -437,7 +438,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
   const intoNew = (n: number, run: (out: number) => void): Float32Array => {
     const out = e.scratchBlock("ew.out", n * 4);
     run(out);
-    const result = e.view(out, n).slice();
+    const result = jobCopy(e.view(out, n));
     done("ew.x", "ew.dy", "ew.out");
     return result;
   };
@@ -509,9 +510,9 @@ export function wasmElementwise(): ElementwiseKernels | null {
         outs + n * 8,
       );
       const result = {
-        out: e.view(outs, n).slice(),
-        normalized: e.view(outs + n * 4, n).slice(),
-        scale: e.view(outs + n * 8, rows).slice(),
+        out: jobCopy(e.view(outs, n)),
+        normalized: jobCopy(e.view(outs + n * 4, n)),
+        scale: jobCopy(e.view(outs + n * 8, rows)),
       };
       done("ew.x", "ew.ln");
       return result;
@@ -536,9 +537,9 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const out = e.scratchBlock("ew.qkv", n * 12);
       k.splitQkv(e.place("ew.x", qkv, 3 * n), tokens, dim, Math.fround(scale), out, out + n * 4, out + n * 8);
       const result = {
-        q: e.view(out, n).slice(),
-        k: e.view(out + n * 4, n).slice(),
-        v: e.view(out + n * 8, n).slice(),
+        q: jobCopy(e.view(out, n)),
+        k: jobCopy(e.view(out + n * 4, n)),
+        v: jobCopy(e.view(out + n * 8, n)),
       };
       done("ew.x", "ew.qkv");
       return result;

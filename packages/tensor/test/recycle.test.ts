@@ -1,0 +1,63 @@
+import { describe, expect, it } from "vitest";
+import { ArrayRecycler, jobArray, jobCopy, recyclingArrays } from "../src/index.js";
+
+describe("recycled job arrays", () => {
+  it("are fresh outside a job, and recycled from one job to the next, zeroed (jobArray) or overwritten (jobCopy)", () => {
+    const outside = jobArray(2048);
+    expect(outside.every((x) => x === 0)).toBe(true);
+    const recycler = new ArrayRecycler();
+    const first = recyclingArrays(recycler, () => {
+      const a = jobArray(2048);
+      a.fill(5);
+      const b = jobCopy(Float32Array.from({ length: 4096 }, (_, i) => i));
+      return [a, b];
+    });
+    expect(recycler.bytesHeld).toBe(4 * (2048 + 4096));
+    recyclingArrays(recycler, () => {
+      const a = jobArray(2048);
+      expect(a).toBe(first[0]);
+      expect(a.every((x) => x === 0)).toBe(true);
+      const source = Float32Array.from({ length: 4096 }, (_, i) => -i);
+      const b = jobCopy(source);
+      expect(b).toBe(first[1]);
+      expect(b).toEqual(source);
+      // Nothing else of that length is held, so a second one is fresh.
+      expect(jobArray(2048)).not.toBe(first[0]);
+      expect(recycler.bytesHeld).toBe(0);
+    });
+    expect(recycler.bytesHeld).toBe(4 * (2 * 2048 + 4096));
+  });
+
+  it("leaves small arrays to the collector and holds no more than its cap", () => {
+    const recycler = new ArrayRecycler(4 * 3000);
+    recyclingArrays(recycler, () => {
+      jobArray(100);
+      jobArray(2000);
+      jobArray(2000);
+    });
+    // 100 floats are below the recycling size; the second 2000-float array would pass the 12 000-byte cap.
+    expect(recycler.bytesHeld).toBe(8000);
+    recycler.clear();
+    expect(recycler.bytesHeld).toBe(0);
+  });
+
+  it("takes a job's arrays back when it throws, and an inner job's when the inner job ends", () => {
+    const outer = new ArrayRecycler();
+    const inner = new ArrayRecycler();
+    expect(() =>
+      recyclingArrays(outer, () => {
+        jobArray(1024);
+        recyclingArrays(inner, () => jobArray(1500));
+        expect(inner.bytesHeld).toBe(6000);
+        expect(outer.bytesHeld).toBe(0);
+        jobArray(1024);
+        throw new Error("job failed");
+      }),
+    ).toThrow("job failed");
+    expect(outer.bytesHeld).toBe(8192);
+    // After the jobs, jobArray is plain allocation again.
+    const after = jobArray(1024);
+    expect(outer.bytesHeld).toBe(8192);
+    expect(after.every((x) => x === 0)).toBe(true);
+  });
+});
