@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, statSync, unlinkSync } from "node:fs";
 import type { Gpt2Model, Gpt2Tokenizer, SparseAutoencoder } from "@tdb/model";
+import { ArrayRecycler, withJobArrays } from "@tdb/tensor";
 import { GroupAccumulator } from "./accumulate.js";
 import { ActivationExtractor, type AutoencoderSet } from "./activations.js";
 import { sequenceCount, type TokenizedCorpus } from "./corpus.js";
@@ -290,6 +291,10 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
 
   // Sequences already run through the model but not yet observed, in order.
   const ahead: { tokens: TokenizedCorpus["tokens"]; values: Float32Array[] }[] = [];
+  // A pass's arrays (activations, values) are reused by the next pass once its sequences are observed: the
+  // accumulators copy what they keep.
+  const passArrays = new ArrayRecycler();
+  let inUse: Float32Array[] = [];
   try {
     for (let pos = resumedFrom; pos < total; pos++) {
       if (options.shouldStop?.() === true) {
@@ -304,7 +309,10 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
           const s = shard.index + (pos + i) * shard.count;
           return corpus.tokens.slice(s * seqLen, (s + 1) * seqLen);
         });
-        const values = extractor.runMany(next);
+        passArrays.give(inUse);
+        const pass = withJobArrays(passArrays, () => extractor.runMany(next));
+        inUse = pass.arrays;
+        const values = pass.result;
         next.forEach((tokens, i) => {
           ahead.push({ tokens, values: values[i] });
         });

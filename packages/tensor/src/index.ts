@@ -3,7 +3,7 @@ import { referenceGemm } from "./reference.js";
 import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
 export { declareConstant, type Gemm, isDeclaredConstant, type RowExtremes } from "./gemm.js";
-export { ArrayRecycler, jobArray, jobCopy, recyclingArrays } from "./recycle.js";
+export { ArrayRecycler, jobArray, jobCopy, recyclingArrays, withJobArrays } from "./recycle.js";
 export { referenceGemm } from "./reference.js";
 export {
   allocateF32,

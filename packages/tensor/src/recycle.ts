@@ -85,13 +85,36 @@ export function jobCopy(source: ArrayLike<number>): Float32Array {
  * an inner job's arrays go back when the inner job ends.
  */
 export function recyclingArrays<T>(recycler: ArrayRecycler, job: () => T): T {
+  let arrays: Float32Array[] = [];
+  try {
+    const done = withJobArrays(recycler, job);
+    arrays = done.arrays;
+    return done.result;
+  } finally {
+    recycler.give(arrays);
+  }
+}
+
+/**
+ * Runs `job` like recyclingArrays but hands its arrays to the caller instead of giving them back: for results used
+ * after the job (the caller gives the arrays back with recycler.give once it is done with them). A job that throws
+ * gives its arrays back itself.
+ */
+export function withJobArrays<T>(
+  recycler: ArrayRecycler,
+  job: () => T,
+): { result: T; arrays: Float32Array[] } {
   const outer = current;
   const mine: Job = { recycler, handedOut: [] };
   current = mine;
+  let result: T;
   try {
-    return job();
-  } finally {
+    result = job();
+  } catch (error) {
     current = outer;
     recycler.give(mine.handedOut);
+    throw error;
   }
+  current = outer;
+  return { result, arrays: mine.handedOut };
 }
