@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ArrayRecycler, jobArray, jobCopy, recyclingArrays } from "../src/index.js";
+import { ArrayRecycler, jobArray, jobCopy, recyclingArrays, withJobArrays } from "../src/index.js";
 
 describe("recycled job arrays", () => {
   it("are fresh outside a job, and recycled from one job to the next, zeroed (jobArray) or overwritten (jobCopy)", () => {
@@ -59,5 +59,26 @@ describe("recycled job arrays", () => {
     const after = jobArray(1024);
     expect(outer.bytesHeld).toBe(8192);
     expect(after.every((x) => x === 0)).toBe(true);
+  });
+
+  it("withJobArrays hands a job's arrays to the caller, who gives them back when done; a throwing job gives them back", () => {
+    const recycler = new ArrayRecycler();
+    const { result, arrays } = withJobArrays(recycler, () => {
+      const a = jobArray(3000);
+      a[0] = 1;
+      return a;
+    });
+    expect(arrays).toEqual([result]);
+    expect(recycler.bytesHeld).toBe(0);
+    recycler.give(arrays);
+    expect(recycler.bytesHeld).toBe(12000);
+    expect(() =>
+      withJobArrays(recycler, () => {
+        expect(jobArray(3000)).toBe(result);
+        jobArray(5000);
+        throw new Error("pass failed");
+      }),
+    ).toThrow("pass failed");
+    expect(recycler.bytesHeld).toBe(32000);
   });
 });
