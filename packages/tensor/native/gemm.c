@@ -556,7 +556,8 @@ static napi_value runJob(napi_env env, const Job *job, int threads) {
 #endif
 }
 
-// gemm(transA, transB, a, b, c, m, k, n, accumulate, threads)
+// gemm(transA, transB, a, b, c, m, k, n, accumulate, threads): transB 0 takes B [k×n], 1 takes Bt [n×k], 2 takes
+// op(B) as prepack wrote it (then b must start on a 64-byte boundary).
 static napi_value Gemm(napi_env env, napi_callback_info info) {
   size_t argc = 10;
   napi_value args[10];
@@ -572,11 +573,15 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
       !typedArrayOf(env, args[3], napi_float32_array, (void **)&b, &lb) ||
       !typedArrayOf(env, args[4], napi_float32_array, (void **)&c, &lc))
     return throwError(env, "gemm: a, b and c must be Float32Arrays");
-  const Job job = {.transA = ints[0] != 0, .transB = ints[1] != 0, .m = ints[5], .k = ints[6], .n = ints[7],
-                   .accumulate = ints[8] != 0, .a = a, .b = b, .c = c, .prepacked = NULL};
+  const int prepacked = ints[1] == 2;
+  const Job job = {.transA = ints[0] != 0, .transB = ints[1] == 1, .m = ints[5], .k = ints[6], .n = ints[7],
+                   .accumulate = ints[8] != 0, .a = a, .b = b, .c = c, .prepacked = prepacked ? b : NULL};
   if (job.m < 0 || job.k < 0 || job.n < 0) return throwError(env, "gemm: negative dimension");
-  if ((job.transA && job.transB) || la < (size_t)job.m * job.k || lb < (size_t)job.k * job.n || lc < (size_t)job.m * job.n)
+  const size_t bNeeds = prepacked ? prepackedFloats(job.k, job.n) : (size_t)job.k * job.n;
+  if (ints[1] < 0 || ints[1] > 2 || (job.transA && job.transB) || la < (size_t)job.m * job.k || lb < bNeeds ||
+      lc < (size_t)job.m * job.n)
     return throwError(env, "gemm: bad operands");
+  if (prepacked && (uintptr_t)b % 64 != 0) return throwError(env, "gemm: a prepacked B must start on a 64-byte boundary");
   return runJob(env, &job, ints[9]);
 }
 
@@ -624,31 +629,6 @@ static napi_value Prepack(napi_env env, napi_callback_info info) {
 #endif
 }
 
-// gemmPrepacked(transA, a, packed, c, m, k, n, accumulate, threads): C (=|+=) op(A)·op(B), op(B) from prepack.
-static napi_value GemmPrepacked(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value args[9];
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 9)
-    return throwError(env, "gemmPrepacked: expected 9 arguments (transA, a, packed, c, m, k, n, accumulate, threads)");
-  int32_t ints[9];
-  const int intArgs[] = {0, 4, 5, 6, 7, 8};
-  if (!readInts(env, args, intArgs, 6, ints))
-    return throwError(env, "gemmPrepacked: transA, m, k, n, accumulate and threads must be numbers");
-  float *a, *packed, *c;
-  size_t la, lp, lc;
-  if (!typedArrayOf(env, args[1], napi_float32_array, (void **)&a, &la) ||
-      !typedArrayOf(env, args[2], napi_float32_array, (void **)&packed, &lp) ||
-      !typedArrayOf(env, args[3], napi_float32_array, (void **)&c, &lc))
-    return throwError(env, "gemmPrepacked: a, packed and c must be Float32Arrays");
-  const Job job = {.transA = ints[0] != 0, .transB = 0, .m = ints[4], .k = ints[5], .n = ints[6],
-                   .accumulate = ints[7] != 0, .a = a, .b = NULL, .c = c, .prepacked = packed};
-  if (job.m < 0 || job.k < 0 || job.n < 0) return throwError(env, "gemmPrepacked: negative dimension");
-  if (la < (size_t)job.m * job.k || lp < prepackedFloats(job.k, job.n) || lc < (size_t)job.m * job.n)
-    return throwError(env, "gemmPrepacked: bad operands");
-  if ((uintptr_t)packed % 64 != 0) return throwError(env, "gemmPrepacked: packed must start on a 64-byte boundary");
-  return runJob(env, &job, ints[8]);
-}
-
 static napi_value Supported(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result;
@@ -662,9 +642,8 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"supported", NULL, Supported, NULL, NULL, NULL, napi_default, NULL},
     {"prepackedLength", NULL, PrepackedLength, NULL, NULL, NULL, napi_default, NULL},
     {"prepack", NULL, Prepack, NULL, NULL, NULL, napi_default, NULL},
-    {"gemmPrepacked", NULL, GemmPrepacked, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 5, props);
+  napi_define_properties(env, exports, 4, props);
   screenRegister(env, exports);
   return exports;
 }

@@ -1,6 +1,13 @@
+import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
 import { declareConstant, referenceGemm } from "../src/index.js";
-import { fastestGemm, nativeGemm, nativeGemmStatus, prepackedBytes } from "../src/node/index.js";
+import {
+  fastestGemm,
+  NATIVE_ADDON_PATH,
+  nativeGemm,
+  nativeGemmStatus,
+  prepackedBytes,
+} from "../src/node/index.js";
 import {
   EDGE_SHAPES,
   edgeSweep,
@@ -187,6 +194,21 @@ describe.skipIf(!status.available)("nativeGemm on declared-constant operands", (
     expect(worstError(c3, three.expected, three.magnitude, 700)).toBeLessThan(1);
     expect(() => nativeGemm({ prepackBytes: -1 })).toThrow(RangeError);
     expect(() => fastestGemm(1, { TDB_PREPACK_MB: "lots" })).toThrow(/TDB_PREPACK_MB/);
+  });
+
+  it("the addon refuses an unknown B layout and a prepacked B off a 64-byte boundary", () => {
+    const addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as {
+      gemm: (...args: unknown[]) => void;
+      prepackedLength: (k: number, n: number) => number;
+    };
+    const c = new Float32Array(4);
+    expect(() => addon.gemm(0, 3, new Float32Array(4), new Float32Array(4), c, 2, 2, 2, 0, 1)).toThrow(
+      /bad operands/,
+    );
+    const packed = new Float32Array(addon.prepackedLength(2, 2) + 16);
+    // Backing stores start at least 16-byte aligned, so a view one float in is never on a 64-byte boundary.
+    const view = packed.subarray(1);
+    expect(() => addon.gemm(0, 2, new Float32Array(4), view, c, 2, 2, 2, 0, 1)).toThrow(/64-byte boundary/);
   });
 
   it("propagates NaN and infinity from a prepacked operand", () => {

@@ -8,6 +8,7 @@ import { type Gemm, gemmFromOp, isDeclaredConstant, type RowExtremes } from "../
 import { DEFAULT_MIN_FLOPS } from "./threaded.js";
 
 interface Addon {
+  /** transB: 0 for B [k×n], 1 for Bt [n×k], 2 for op(B) as prepack wrote it. */
   gemm(
     transA: number,
     transB: number,
@@ -24,17 +25,6 @@ interface Addon {
   prepackedLength(k: number, n: number): number;
   /** Fills `out` (prepackedLength + 16 floats) from its first 64-byte boundary; returns that offset. */
   prepack(b: Float32Array, transB: number, k: number, n: number, out: Float32Array): number;
-  gemmPrepacked(
-    transA: number,
-    a: Float32Array,
-    packed: Float32Array,
-    c: Float32Array,
-    m: number,
-    k: number,
-    n: number,
-    accumulate: number,
-    threads: number,
-  ): void;
   screenSupported(): boolean;
   screenSizes(rows: number, depth: number): { packedBytes: number; infoFloats: number };
   screenPrepare(
@@ -126,7 +116,7 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
     const split = threads > 1 && 2 * m * k * n >= minFlops ? threads : 1;
     const packed =
       transA === 0 && isDeclaredConstant(b) ? prepackedOperand(native, b, transB, k, n, prepackBytes) : null;
-    if (packed) native.gemmPrepacked(0, a, packed, c, m, k, n, accumulate ? 1 : 0, split);
+    if (packed) native.gemm(0, 2, a, packed, c, m, k, n, accumulate ? 1 : 0, split);
     else native.gemm(transA, transB, a, b, c, m, k, n, accumulate ? 1 : 0, split);
   });
   return {
