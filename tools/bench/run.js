@@ -67,14 +67,17 @@ for (const suffix of ["", "-2t"]) {
     `torch-gpt2-small-forward-backward-scoring-t32${suffix}`,
     "-scoring",
   );
-  // Collation throughput against PyTorch's forward on the same shapes (8 sequences of 64 tokens, batched).
-  const ours = all.get(`collate-gpt2-small-shaped${suffix}`);
-  const theirs = all.get(`torch-gpt2-small-forward-8x64${suffix}`);
-  if (ours && theirs)
-    console.log(
-      JSON.stringify({
-        bench: `collate-gpt2-small-shaped${suffix}-vs-torch-forward`,
-        speedup: Number((ours.tokens_per_s / theirs.tokens_per_s).toFixed(3)),
-      }),
-    );
+  // Collation throughput against PyTorch's forward on the same shapes (8 sequences of 64 tokens, batched); the
+  // -steady line (sequences 41–56 of a run, one thread only) against the same baseline.
+  for (const window of suffix === "" ? ["", "-steady"] : [""]) {
+    const ours = all.get(`collate-gpt2-small-shaped${suffix}${window}`);
+    const theirs = all.get(`torch-gpt2-small-forward-8x64${suffix}`);
+    if (ours && theirs)
+      console.log(
+        JSON.stringify({
+          bench: `collate-gpt2-small-shaped${suffix}${window}-vs-torch-forward`,
+          speedup: Number((ours.tokens_per_s / theirs.tokens_per_s).toFixed(3)),
+        }),
+      );
+  }
 }
