@@ -10,6 +10,9 @@
 import { wasmElementwise } from "@tdb/tensor";
 import { type GroupSpec, KIND_ID, positionsPerSequence } from "./components.js";
 
+/** Size of one chunk of pending values (see GroupAccumulator.arena). */
+const ARENA_CHUNK_BYTES = 4 * 2 ** 20;
+
 /** One unit of the fixed-point sums, 2^32 per 1.0. */
 const FIX = 2 ** 32;
 
@@ -250,10 +253,12 @@ export class GroupAccumulator {
   private readonly seqSq: Float64Array;
   private readonly seqPositives: Float64Array;
   /**
-   * Values of accepted, not yet written entries, `positions` floats each, in one growing buffer: a separate small
-   * array per entry would leave the garbage collector hundreds of thousands of live objects to trace.
+   * Values of accepted, not yet written entries, `positions` floats each, in chunks of ARENA_CHUNK_BYTES: a separate
+   * small array per entry would leave the garbage collector hundreds of thousands of live objects to trace, and one
+   * growing buffer would be copied (into fresh memory) at every growth. Chunks are kept and refilled after a commit.
    */
-  private arena: Float32Array;
+  private readonly arena: Float32Array[] = [];
+  private readonly entriesPerChunk: number;
   private arenaEntries = 0;
 
   constructor(
@@ -262,6 +267,7 @@ export class GroupAccumulator {
     topK: number,
     randomCount: number,
     seed: number,
+    arenaChunkBytes = ARENA_CHUNK_BYTES,
   ) {
     const n = spec.size;
     this.size = n;
@@ -275,7 +281,7 @@ export class GroupAccumulator {
     this.seqSum = new Float64Array(n);
     this.seqSq = new Float64Array(n);
     this.seqPositives = new Float64Array(n);
-    this.arena = new Float32Array(Math.max(1, n) * this.positions);
+    this.entriesPerChunk = Math.max(1, Math.floor(arenaChunkBytes / 4 / this.positions));
   }
 
   /** Bytes held for values not yet written. */
@@ -291,7 +297,11 @@ export class GroupAccumulator {
     random: { inserts: ExampleInsert[]; deletes: ExampleDelete[] };
   } {
     const P = this.positions;
-    const valuesOf = (entry: number) => this.arena.subarray(entry * P, (entry + 1) * P);
+    const E = this.entriesPerChunk;
+    const valuesOf = (entry: number) => {
+      const offset = (entry % E) * P;
+      return this.arena[Math.floor(entry / E)].subarray(offset, offset + P);
+    };
     const changes = { top: this.top.takeChanges(valuesOf), random: this.random.takeChanges(valuesOf) };
     this.arenaEntries = 0;
     return changes;
@@ -301,14 +311,12 @@ export class GroupAccumulator {
   private stash(values: Float32Array, c: number): number {
     const P = this.positions;
     const n = this.size;
-    if ((this.arenaEntries + 1) * P > this.arena.length) {
-      const grown = new Float32Array(this.arena.length * 2);
-      grown.set(this.arena);
-      this.arena = grown;
-    }
+    const E = this.entriesPerChunk;
     const entry = this.arenaEntries++;
-    const out = this.arena;
-    const base = entry * P;
+    const chunk = Math.floor(entry / E);
+    if (chunk === this.arena.length) this.arena.push(new Float32Array(E * P));
+    const out = this.arena[chunk];
+    const base = (entry - chunk * E) * P;
     for (let p = 0; p < P; p++) out[base + p] = values[p * n + c];
     return entry;
   }

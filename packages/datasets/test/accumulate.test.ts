@@ -36,6 +36,26 @@ describe("slot sets", () => {
   });
 });
 
+describe("pending values", () => {
+  it("are each accepted component's column of its sequence, across arena chunks and after a commit", () => {
+    const spec = { kind: "mlp_neuron" as const, layer: 0, size: 5 };
+    // Two entries of 3 positions per chunk: five components accepted per sequence span three chunks.
+    const acc = new GroupAccumulator(spec, 3, 2, 2, 7, 2 * 3 * 4);
+    const sequence = (seq: number) => Float32Array.from({ length: 15 }, (_, i) => seq * 100 + i);
+    const column = (seq: number, c: number) => [0, 1, 2].map((p) => seq * 100 + p * 5 + c);
+    const check = () => {
+      const { top, random } = acc.takeChanges();
+      const inserts = [...top.inserts, ...random.inserts];
+      expect(inserts.length).toBeGreaterThan(0);
+      for (const e of inserts) expect(Array.from(e.values)).toEqual(column(e.seq, e.index));
+    };
+    for (const seq of [0, 1, 2]) acc.observe(seq, sequence(seq));
+    check();
+    for (const seq of [3, 4]) acc.observe(seq, sequence(seq));
+    check();
+  });
+});
+
 describe("statistics", () => {
   it("sums do not depend on how sequences are split or ordered", () => {
     const spec = { kind: "mlp_neuron" as const, layer: 0, size: 3 };
