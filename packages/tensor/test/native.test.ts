@@ -192,6 +192,9 @@ describe.skipIf(!status.available)("nativeGemm on declared-constant operands", (
     expect(prepackedBytes()).toBe(held);
     const three = oracle("nn", a3, fresh, null, 9, 700, 30);
     expect(worstError(c3, three.expected, three.magnitude, 700)).toBeLessThan(1);
+    // That refusal is not remembered: a GEMM with a budget prepacks the same operand.
+    one.nn(a3, fresh, c3, 9, 700, 30);
+    expect(prepackedBytes()).toBe(held + 4 * 700 * 48);
     expect(() => nativeGemm({ prepackBytes: -1 })).toThrow(RangeError);
     expect(() => fastestGemm(1, { TDB_PREPACK_MB: "lots" })).toThrow(/TDB_PREPACK_MB/);
   });

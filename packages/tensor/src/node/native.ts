@@ -133,10 +133,10 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
   };
 }
 
-/** A declared-constant operand's prepacked copies, by orientation (null: not made, the budget being spent). */
+/** A declared-constant operand's prepacked copies, by orientation. */
 interface PrepackedCopies {
-  nn?: { k: number; n: number; data: Float32Array } | null;
-  nt?: { k: number; n: number; data: Float32Array } | null;
+  nn?: { k: number; n: number; data: Float32Array };
+  nt?: { k: number; n: number; data: Float32Array };
 }
 const prepackedCopies = new WeakMap<Float32Array, PrepackedCopies>();
 let prepackedTotal = 0;
@@ -164,12 +164,9 @@ function prepackedOperand(
   const key = transB ? "nt" : "nn";
   const existing = copies[key];
   if (existing) return existing.k === k && existing.n === n ? existing.data : null;
-  if (existing === null) return null;
+  // Past the budget nothing is recorded: a GEMM with a larger budget, or this one once copies are dropped, may pack.
   const length = native.prepackedLength(k, n);
-  if (prepackedTotal + 4 * length > budget) {
-    copies[key] = null;
-    return null;
-  }
+  if (prepackedTotal + 4 * length > budget) return null;
   const buffer = new Float32Array(length + 16);
   const offset = native.prepack(b, transB, k, n, buffer);
   const data = buffer.subarray(offset, offset + length);
