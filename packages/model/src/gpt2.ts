@@ -239,6 +239,11 @@ export class Gpt2Model {
     return Math.sqrt(logitScale);
   }
 
+  /**
+   * Runs the model over `tokens`. Its arrays (activations, logits; backward's gradients likewise) come from
+   * @tdb/tensor's jobArray: inside a recyclingArrays job they are valid until that job ends, elsewhere for as long
+   * as they are referenced.
+   */
   forward(tokens: readonly number[], options: ForwardOptions = {}): ForwardResult {
     const { nLayer, nEmbd: d, nInner: F, nPositions, vocabSize: V, layerNormEpsilon: eps } = this.config;
     // R rows: one sequence of T tokens, or several of sequenceLength each (attention stays within a sequence).
