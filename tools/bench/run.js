@@ -4,13 +4,14 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { benchCollate } from "./collate.mjs";
 import { benchGemm } from "./gemm.mjs";
-import { benchModel } from "./model.mjs";
+import { benchModel, benchRequestAgain } from "./model.mjs";
 
 const jsonOnly = process.argv.includes("--json");
 const suites = [
   ["gemm", benchGemm],
   ["model", benchModel],
   ["torch baseline (dev machines with .venv only)", () => benchTorch("torch_gpt2.py", 1)],
+  ["our request again, after the torch baseline (host drift)", benchRequestAgain],
   ["torch baseline, 2 threads", () => benchTorch("torch_gpt2.py", 2)],
   ["collate", benchCollate],
   ["torch forward, collation shapes (dev machines with .venv only)", () => benchTorch("torch_forward.py", 1)],
@@ -57,6 +58,8 @@ const ratio = (ours, theirs, label = "") => {
       }),
     );
 };
+// The issue's ratio uses our request line from before PyTorch's; this one, from after it, shows the host's drift.
+ratio("gpt2-small-tdb-request-t32-after-torch", "torch-gpt2-small-forward-backward-t32");
 // One thread against one thread, and two against two (the -2t lines).
 for (const suffix of ["", "-2t"]) {
   ratio(`gpt2-small-forward-t32${suffix}`, `torch-gpt2-small-forward-t32${suffix}`);
