@@ -67,7 +67,8 @@ static float *scratch(Scratch *s, size_t floats) {
 // Floats of op(B)[k×n] prepacked: k rows of n columns rounded up to whole strips. PREPACK_SLACK more floats let the
 // copy start on a 64-byte boundary wherever its buffer starts.
 enum { PREPACK_SLACK = 16 };
-static size_t prepackedFloats(int k, int n) { return (size_t)k * (size_t)((n + NR - 1) / NR) * NR; }
+static size_t stripWidth(int n) { return (size_t)((n + NR - 1) / NR) * NR; }
+static size_t prepackedFloats(int k, int n) { return (size_t)k * stripWidth(n); }
 
 // Per thread: helper threads and any JS threads (worker_threads) calling in each pack into their own.
 static _Thread_local Scratch packA = {0}, packB = {0};
@@ -301,7 +302,7 @@ AVX2 static int gemmPacked(const float *a, size_t rsa, size_t csa, const float *
 // Prepacks op(B)[k×n] (B row-major [k×n], or with transB given as Bt [n×k]): blocks of PREPACK_DEPTH rows one after
 // another, each holding its strips [kc][24] in column order, the last strip zero-padded.
 AVX2 static void prepack(const float *b, int transB, int k, int n, float *out) {
-  const size_t width = (size_t)((n + NR - 1) / NR) * NR;
+  const size_t width = stripWidth(n);
   for (int pc = 0; pc < k; pc += PREPACK_DEPTH) {
     const int kc = k - pc < PREPACK_DEPTH ? k - pc : PREPACK_DEPTH;
     float *block = out + (size_t)pc * width;
@@ -316,7 +317,7 @@ AVX2 static void prepack(const float *b, int transB, int k, int n, float *out) {
 
 // Columns [j0, j1) of C (=|+=) A·op(B) with op(B) prepacked; j0 a multiple of NR. 0 on success, -1 out of memory.
 AVX2 static int gemmPrepacked(const float *a, size_t rsa, size_t csa, const float *bp, float *c, int m, int k, int n, int j0, int j1, int accumulate) {
-  const size_t ldc = (size_t)n, width = (size_t)((n + NR - 1) / NR) * NR;
+  const size_t ldc = (size_t)n, width = stripWidth(n);
   const int mcMax = m < MC ? m : MC;
   float *ap = scratch(&packA, (size_t)PREPACK_DEPTH * (size_t)((mcMax + MR - 1) / MR * MR));
   if (!ap) return -1;
@@ -533,29 +534,6 @@ static int cpuSupported(void) { return 0; }
 // ---- N-API binding. Lengths are checked by the caller (checkGemmArgs, native.ts); here only the types and the
 // lengths again, so a bad call throws instead of reading past an array.
 
-// Reads args[index[i]] as int32 into ints[index[i]]; 0 if one is not a number.
-static int readInts(napi_env env, const napi_value *args, const int *index, int count, int32_t *ints) {
-  for (int i = 0; i < count; i++)
-    if (napi_get_value_int32(env, args[index[i]], &ints[index[i]]) != napi_ok) return 0;
-  return 1;
-}
-
-// Runs a job whose operands were checked; NULL, or a thrown error.
-static napi_value runJob(napi_env env, const Job *job, int threads) {
-  if (job->m == 0 || job->n == 0) return NULL;
-  if (job->k == 0) {
-    if (!job->accumulate) memset(job->c, 0, (size_t)job->m * job->n * sizeof(float));
-    return NULL;
-  }
-#if TDB_X86
-  if (!cpuSupported()) return throwError(env, "gemm: this CPU lacks AVX2 and FMA");
-  if (runSplit(job, threads) != 0) return throwError(env, "gemm: out of memory for packing buffers");
-  return NULL;
-#else
-  return throwError(env, "gemm: the native kernel needs an x86-64 CPU");
-#endif
-}
-
 // gemm(transA, transB, a, b, c, m, k, n, accumulate, threads): transB 0 takes B [k×n], 1 takes Bt [n×k], 2 takes
 // op(B) as prepack wrote it (then b must start on a 64-byte boundary).
 static napi_value Gemm(napi_env env, napi_callback_info info) {
@@ -563,9 +541,9 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
   napi_value args[10];
   if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 10)
     return throwError(env, "gemm: expected 10 arguments (transA, transB, a, b, c, m, k, n, accumulate, threads)");
-  int32_t ints[10];
-  const int intArgs[] = {0, 1, 5, 6, 7, 8, 9};
-  if (!readInts(env, args, intArgs, 7, ints))
+  int32_t v[7];  // transA, transB, m, k, n, accumulate, threads
+  const int which[] = {0, 1, 5, 6, 7, 8, 9};
+  if (!intArgs(env, args, which, 7, v))
     return throwError(env, "gemm: transA, transB, m, k, n, accumulate and threads must be numbers");
   float *a, *b, *c;
   size_t la, lb, lc;
@@ -573,29 +551,40 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
       !typedArrayOf(env, args[3], napi_float32_array, (void **)&b, &lb) ||
       !typedArrayOf(env, args[4], napi_float32_array, (void **)&c, &lc))
     return throwError(env, "gemm: a, b and c must be Float32Arrays");
-  const int prepacked = ints[1] == 2;
-  const Job job = {.transA = ints[0] != 0, .transB = ints[1] == 1, .m = ints[5], .k = ints[6], .n = ints[7],
-                   .accumulate = ints[8] != 0, .a = a, .b = b, .c = c, .prepacked = prepacked ? b : NULL};
+  const int prepacked = v[1] == 2;
+  const Job job = {.transA = v[0] != 0, .transB = v[1] == 1, .m = v[2], .k = v[3], .n = v[4],
+                   .accumulate = v[5] != 0, .a = a, .b = b, .c = c, .prepacked = prepacked ? b : NULL};
   if (job.m < 0 || job.k < 0 || job.n < 0) return throwError(env, "gemm: negative dimension");
   const size_t bNeeds = prepacked ? prepackedFloats(job.k, job.n) : (size_t)job.k * job.n;
-  if (ints[1] < 0 || ints[1] > 2 || (job.transA && job.transB) || la < (size_t)job.m * job.k || lb < bNeeds ||
+  if (v[1] < 0 || v[1] > 2 || (job.transA && job.transB) || la < (size_t)job.m * job.k || lb < bNeeds ||
       lc < (size_t)job.m * job.n)
     return throwError(env, "gemm: bad operands");
   if (prepacked && (uintptr_t)b % 64 != 0) return throwError(env, "gemm: a prepacked B must start on a 64-byte boundary");
-  return runJob(env, &job, ints[9]);
+  if (job.m == 0 || job.n == 0) return NULL;
+  if (job.k == 0) {
+    if (!job.accumulate) memset(c, 0, (size_t)job.m * job.n * sizeof(float));
+    return NULL;
+  }
+#if TDB_X86
+  if (!cpuSupported()) return throwError(env, "gemm: this CPU lacks AVX2 and FMA");
+  if (runSplit(&job, v[6]) != 0) return throwError(env, "gemm: out of memory for packing buffers");
+  return NULL;
+#else
+  return throwError(env, "gemm: the native kernel needs an x86-64 CPU");
+#endif
 }
 
 // prepackedLength(k, n): the floats prepack writes for op(B)[k×n].
 static napi_value PrepackedLength(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value args[2];
-  int32_t ints[2];
-  const int intArgs[] = {0, 1};
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 2 || !readInts(env, args, intArgs, 2, ints) ||
-      ints[0] < 0 || ints[1] < 0)
+  int32_t dims[2];
+  const int which[] = {0, 1};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 2 || !intArgs(env, args, which, 2, dims) ||
+      dims[0] < 0 || dims[1] < 0)
     return throwError(env, "prepackedLength: expected (k, n), non-negative numbers");
   napi_value result;
-  napi_create_double(env, (double)prepackedFloats(ints[0], ints[1]), &result);
+  napi_create_double(env, (double)prepackedFloats(dims[0], dims[1]), &result);
   return result;
 }
 
@@ -604,23 +593,23 @@ static napi_value PrepackedLength(napi_env env, napi_callback_info info) {
 static napi_value Prepack(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value args[5];
-  int32_t ints[5];
-  const int intArgs[] = {1, 2, 3};
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 5 || !readInts(env, args, intArgs, 3, ints))
+  int32_t v[3];  // transB, k, n
+  const int which[] = {1, 2, 3};
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 5 || !intArgs(env, args, which, 3, v))
     return throwError(env, "prepack: expected (b, transB, k, n, out) with numbers for transB, k and n");
   float *b, *out;
   size_t lb, lo;
   if (!typedArrayOf(env, args[0], napi_float32_array, (void **)&b, &lb) ||
       !typedArrayOf(env, args[4], napi_float32_array, (void **)&out, &lo))
     return throwError(env, "prepack: b and out must be Float32Arrays");
-  const int k = ints[2], n = ints[3];
+  const int k = v[1], n = v[2];
   if (k < 0 || n < 0 || lb < (size_t)k * n || lo < prepackedFloats(k, n) + PREPACK_SLACK)
     return throwError(env, "prepack: bad operands");
   const size_t offset = ((64 - (uintptr_t)out % 64) % 64) / sizeof(float);
   if ((uintptr_t)out % sizeof(float) != 0) return throwError(env, "prepack: out is not float-aligned");
 #if TDB_X86
   if (!cpuSupported()) return throwError(env, "prepack: this CPU lacks AVX2 and FMA");
-  prepack(b, ints[1] != 0, k, n, out + offset);
+  prepack(b, v[0] != 0, k, n, out + offset);
   napi_value result;
   napi_create_uint32(env, (uint32_t)offset, &result);
   return result;

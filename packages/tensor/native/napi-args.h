@@ -20,4 +20,11 @@ static inline int typedArrayOf(napi_env env, napi_value value, napi_typedarray_t
   return type == want;
 }
 
+// Reads args[which[i]] as int32 into out[i] for i < n; 0 if one of them is not a number.
+static inline int intArgs(napi_env env, const napi_value *args, const int *which, int n, int32_t *out) {
+  for (int i = 0; i < n; i++)
+    if (napi_get_value_int32(env, args[which[i]], &out[i]) != napi_ok) return 0;
+  return 1;
+}
+
 #endif

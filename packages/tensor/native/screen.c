@@ -535,12 +535,6 @@ static void screenFree(ScreenResult *result) {
 // screenExtremes(a, m, depth, bt, rows, packed, info, count, skip | null, threads). Lengths are checked here too, so a bad
 // call throws instead of reading past an array.
 
-static int intArgs(napi_env env, napi_value *args, const int *which, int n, int32_t *out) {
-  for (int i = 0; i < n; i++)
-    if (napi_get_value_int32(env, args[which[i]], &out[i]) != napi_ok) return 0;
-  return 1;
-}
-
 static napi_value SupportedJs(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result;
