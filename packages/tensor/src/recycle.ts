@@ -85,14 +85,9 @@ export function jobCopy(source: ArrayLike<number>): Float32Array {
  * an inner job's arrays go back when the inner job ends.
  */
 export function recyclingArrays<T>(recycler: ArrayRecycler, job: () => T): T {
-  let arrays: Float32Array[] = [];
-  try {
-    const done = withJobArrays(recycler, job);
-    arrays = done.arrays;
-    return done.result;
-  } finally {
-    recycler.give(arrays);
-  }
+  const { result, arrays } = withJobArrays(recycler, job);
+  recycler.give(arrays);
+  return result;
 }
 
 /**
@@ -107,14 +102,12 @@ export function withJobArrays<T>(
   const outer = current;
   const mine: Job = { recycler, handedOut: [] };
   current = mine;
-  let result: T;
   try {
-    result = job();
+    return { result: job(), arrays: mine.handedOut };
   } catch (error) {
-    current = outer;
     recycler.give(mine.handedOut);
     throw error;
+  } finally {
+    current = outer;
   }
-  current = outer;
-  return { result, arrays: mine.handedOut };
 }
