@@ -4,7 +4,7 @@
  * top/bottom-k nodes, each sub-response carrying its own values for that shared list.
  */
 import { type Gpt2Tokenizer, hookKey } from "@tdb/model";
-import { ArrayRecycler, allocateF32, defaultGemm, freeF32, recyclingArrays } from "@tdb/tensor";
+import { allocateF32, defaultGemm, freeF32, recyclingArrays, wasmArrayRecycler } from "@tdb/tensor";
 import {
   allNodeMetrics,
   type LayerMetrics,
@@ -495,8 +495,9 @@ interface SubRun {
 }
 
 // Activations, gradients and node metrics of one request are recycled for the next (see recyclingArrays): the
-// response is plain JSON values, and no cache keeps or is keyed by those arrays.
-const requestArrays = new ArrayRecycler();
+// response is plain JSON values, and no cache keeps or is keyed by those arrays. They live in the WebAssembly memory,
+// where its kernels use them in place.
+const requestArrays = wasmArrayRecycler();
 
 /** Bytes of request arrays held for the next /batched_tdb request (for memory reports and tests). */
 export function recycledRequestBytes(): number {

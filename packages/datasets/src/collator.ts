@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, statSync, unlinkSync } from "node:fs";
 import type { Gpt2Model, Gpt2Tokenizer, SparseAutoencoder } from "@tdb/model";
-import { ArrayRecycler, withJobArrays } from "@tdb/tensor";
+import { wasmArrayRecycler, withJobArrays } from "@tdb/tensor";
 import { GroupAccumulator } from "./accumulate.js";
 import { ActivationExtractor, type AutoencoderSet } from "./activations.js";
 import { sequenceCount, type TokenizedCorpus } from "./corpus.js";
@@ -292,8 +292,8 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
   // Sequences already run through the model but not yet observed, in order.
   const ahead: { tokens: TokenizedCorpus["tokens"]; values: Float32Array[] }[] = [];
   // A pass's arrays (activations, values) are reused by the next pass once its sequences are observed: the
-  // accumulators copy what they keep.
-  const passArrays = new ArrayRecycler();
+  // accumulators copy what they keep. They live in the WebAssembly memory, where its kernels use them in place.
+  const passArrays = wasmArrayRecycler();
   let inUse: Float32Array[] = [];
   try {
     for (let pos = resumedFrom; pos < total; pos++) {
@@ -353,6 +353,8 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
     }
     if (total === 0) commit(0);
   } finally {
+    passArrays.give(inUse);
+    passArrays.clear();
     writer.close();
   }
   return { file: options.out, run, progress, resumedFrom, alreadyComplete: false };

@@ -3,7 +3,15 @@
  * with a named hook at every activation TDB uses, a full activation cache, and a hand-written backward pass to
  * every hook point with TDB's detach options. Weights use HF's Conv1D layout: W is [in, out], y = x·W + b.
  */
-import { allocateF32, declareConstant, defaultGemm, type Gemm, jobArray, jobCopy } from "@tdb/tensor";
+import {
+  allocateF32,
+  declareConstant,
+  defaultGemm,
+  type Gemm,
+  jobArray,
+  jobArrayUnzeroed,
+  jobCopy,
+} from "@tdb/tensor";
 import { type ForwardHook, type HookEdit, type HookPoint, type HookSite, hookKey } from "./hooks.js";
 import {
   type Activation,
@@ -22,6 +30,7 @@ import {
   layerNormBackward,
   layerNormForward,
   splitQkv,
+  sum,
 } from "./layers.js";
 
 /** The architecture fields the forward pass needs (a parsed config.json satisfies it). */
@@ -322,7 +331,7 @@ export class Gpt2Model {
       const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, R, d, eps);
       readOnlySite("attn_ln.scale", l, ln1.saved.scale);
       const h1 = site("resid.post_attn_ln", l, ln1.out, [R, d]);
-      const qkv = jobArray(R * 3 * d);
+      const qkv = jobArrayUnzeroed(R * 3 * d);
       this.gemm.nn(h1, lw.qkvWeight, qkv, R, d, 3 * d);
       addBiasRows(qkv, lw.qkvBias, R, 3 * d);
       let { q, k, v } = splitQkv(qkv, R, d, this.qkScale(l));
@@ -352,26 +361,26 @@ export class Gpt2Model {
         ),
         [R, H, Dh],
       );
-      let deltaAttn: Float32Array = jobArray(R * d);
+      let deltaAttn: Float32Array = jobArrayUnzeroed(R * d);
       this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, R, d, d);
       addBiasRows(deltaAttn, lw.attnOutBias, R, d);
       deltaAttn = site("resid.delta_attn", l, deltaAttn, [R, d]);
-      x = site("resid.post_attn", l, addInto(jobCopy(x), deltaAttn), [R, d]);
+      x = site("resid.post_attn", l, sum(x, deltaAttn), [R, d]);
 
       // MLP block.
       const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, R, d, eps);
       readOnlySite("mlp_ln.scale", l, ln2.saved.scale);
       const h2 = site("resid.post_mlp_ln", l, ln2.out, [R, d]);
-      let pre: Float32Array = jobArray(R * F);
+      let pre: Float32Array = jobArrayUnzeroed(R * F);
       this.gemm.nn(h2, lw.fcWeight, pre, R, d, F);
       addBiasRows(pre, lw.fcBias, R, F);
       pre = site("mlp.pre_act", l, pre, [R, F]);
       const post = site("mlp.post_act", l, activationForward(this.activation, pre), [R, F]);
-      let deltaMlp: Float32Array = jobArray(R * d);
+      let deltaMlp: Float32Array = jobArrayUnzeroed(R * d);
       this.gemm.nn(post, lw.projWeight, deltaMlp, R, F, d);
       addBiasRows(deltaMlp, lw.projBias, R, d);
       deltaMlp = site("resid.delta_mlp", l, deltaMlp, [R, d]);
-      x = site("resid.post_mlp", l, addInto(jobCopy(x), deltaMlp), [R, d]);
+      x = site("resid.post_mlp", l, sum(x, deltaMlp), [R, d]);
       savedLayers.push({ ln1: ln1.saved, ln2: ln2.saved });
     }
 
@@ -384,7 +393,7 @@ export class Gpt2Model {
         throw new RangeError(`logit row ${r} is outside [0, ${R})`);
     }
     const rowsIn = gatherRows(hF, logitRows, d);
-    let logits: Float32Array = jobArray(logitRows.length * V);
+    let logits: Float32Array = jobArrayUnzeroed(logitRows.length * V);
     this.gemm.nt(rowsIn, w.unembedding, logits, logitRows.length, d, V);
     logits = site("logits", null, logits, [logitRows.length, V]);
 

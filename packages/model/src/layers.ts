@@ -1,4 +1,4 @@
-import { type Gemm, jobArray, wasmElementwise } from "@tdb/tensor";
+import { type Gemm, jobArray, jobArrayUnzeroed, wasmElementwise } from "@tdb/tensor";
 
 /**
  * GPT-2's layers other than the weight products, as forward/backward pairs over explicit row-major buffers (llm.c
@@ -244,7 +244,7 @@ function headBlock(
   h: number,
   { tokens: T, heads: H, headDim: Dh }: AttentionShape,
 ): Float32Array {
-  const out = jobArray(T * Dh);
+  const out = jobArrayUnzeroed(T * Dh);
   const d = H * Dh;
   for (let t = 0; t < T; t++) out.set(x.subarray(t * d + h * Dh, t * d + (h + 1) * Dh), t * Dh);
   return out;
@@ -284,9 +284,9 @@ export function attentionLogits(
 ): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
-  const s = jobArray(T * T * H).fill(Number.NEGATIVE_INFINITY);
+  const s = jobArrayUnzeroed(T * T * H).fill(Number.NEGATIVE_INFINITY);
   if (useGemm(gemm, shape)) {
-    const block = jobArray(T * T);
+    const block = jobArrayUnzeroed(T * T);
     for (let h = 0; h < H; h++) {
       gemm.nt(headBlock(q, h, shape), headBlock(k, h, shape), block, T, Dh, T);
       for (let t = 0; t < T; t++) for (let u = 0; u <= t; u++) s[(t * T + u) * H + h] = block[t * T + u];
@@ -342,15 +342,16 @@ export function attentionMix(
 ): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
-  const out = jobArray(T * d);
   if (useGemm(gemm, shape)) {
-    const block = jobArray(T * Dh);
+    const out = jobArrayUnzeroed(T * d);
+    const block = jobArrayUnzeroed(T * Dh);
     for (let h = 0; h < H; h++) {
       gemm.nn(causalPairBlock(probs, h, shape), headBlock(v, h, shape), block, T, T, Dh);
       putHeadBlock(out, block, h, shape);
     }
     return out;
   }
+  const out = jobArray(T * d);
   for (let t = 0; t < T; t++) {
     for (let u = 0; u <= t; u++) {
       for (let h = 0; h < H; h++) {
@@ -497,6 +498,15 @@ export function splitQkv(
     }
   }
   return { q, k, v };
+}
+
+/** a + b in a new array (float32 sums). */
+export function sum(a: Float32Array, b: Float32Array): Float32Array {
+  const kernels = wasmElementwise();
+  if (kernels) return kernels.add(a, b);
+  const out = jobArrayUnzeroed(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] + b[i];
+  return out;
 }
 
 export function addInto(target: Float32Array, source: Float32Array): Float32Array {

@@ -251,6 +251,19 @@ export function addBiasRows(x: usize, bias: usize, rows: i32, dim: i32): void {
   }
 }
 
+/** out = a + b for n floats (float32 sums). */
+export function add(a: usize, b: usize, out: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(out + o, f32x4.add(v128.load(a + o), v128.load(b + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    store<f32>(out + o, load<f32>(a + o) + load<f32>(b + o));
+  }
+}
+
 /**
  * Causal softmax of attention logits in TDB's [query t, key u, head h] layout ([T, T, H]): for every (t, h) over
  * u ≤ t, in float64 like the TypeScript loop; entries above the diagonal are 0.

@@ -3,7 +3,15 @@ import { referenceGemm } from "./reference.js";
 import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
 export { declareConstant, type Gemm, isDeclaredConstant, type RowExtremes } from "./gemm.js";
-export { ArrayRecycler, jobArray, jobCopy, recyclingArrays, withJobArrays } from "./recycle.js";
+export {
+  ArrayRecycler,
+  type ArrayStore,
+  jobArray,
+  jobArrayUnzeroed,
+  jobCopy,
+  recyclingArrays,
+  withJobArrays,
+} from "./recycle.js";
 export { referenceGemm } from "./reference.js";
 export {
   allocateF32,
@@ -12,6 +20,7 @@ export {
   freeF32,
   isWasmGemmAvailable,
   isWasmResident,
+  wasmArrayRecycler,
   wasmElementwise,
   wasmGemm,
 } from "./wasm.js";

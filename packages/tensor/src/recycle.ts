@@ -3,7 +3,8 @@
 // collections, which external-memory pressure triggers several times per request (−26 ms of ~290 when recycled).
 // Inside `recyclingArrays(recycler, job)`, `jobArray(n)` hands out zeroed arrays from the recycler; when the job
 // returns or throws, every array it was handed goes back for the next job. Outside a job `jobArray` is plain
-// `new Float32Array(n)`, so code that uses it works the same everywhere.
+// `new Float32Array(n)`, so code that uses it works the same everywhere. A recycler's new arrays come from its
+// store: plain arrays by default, the WebAssembly memory with wasmArrayRecycler (kernels then work in place).
 //
 // The contract: an array from jobArray must not be used after its job ends. A job's results that outlive it are
 // copied out (TDB's responses are plain JSON values), and nothing caches such an array or keys a cache by it.
@@ -11,13 +12,31 @@
 /** Arrays shorter than this come from V8 cheaply (and often on its heap): they are not recycled. */
 const MIN_RECYCLED_LENGTH = 1024;
 
+/** Where a recycler's arrays come from when it holds none of the length asked for, and go when it drops them. */
+export interface ArrayStore {
+  /** A zeroed array of `length`. */
+  allocate(length: number): Float32Array;
+  release(array: Float32Array): void;
+}
+
 /** Free arrays by length, for the jobs run with it. */
 export class ArrayRecycler {
   private readonly free = new Map<number, Float32Array[]>();
   private heldBytes = 0;
 
-  /** `maxHeldBytes`: what may wait between jobs (default 512 MB); arrays past it are left to the collector. */
-  constructor(readonly maxHeldBytes = 512 * 1024 * 1024) {}
+  /**
+   * `maxHeldBytes`: what may wait between jobs (default 512 MB); arrays past it go back to the store. `store`: where
+   * new arrays come from (default: plain Float32Arrays, dropped to the garbage collector).
+   */
+  constructor(
+    readonly maxHeldBytes = 512 * 1024 * 1024,
+    private readonly store: ArrayStore | null = null,
+  ) {}
+
+  /** A new zeroed array of `length` from the store. */
+  allocate(length: number): Float32Array {
+    return this.store ? this.store.allocate(length) : new Float32Array(length);
+  }
 
   /** Bytes held between jobs. */
   get bytesHeld(): number {
@@ -33,7 +52,10 @@ export class ArrayRecycler {
 
   give(arrays: readonly Float32Array[]): void {
     for (const array of arrays) {
-      if (this.heldBytes + array.byteLength > this.maxHeldBytes) continue;
+      if (this.heldBytes + array.byteLength > this.maxHeldBytes) {
+        this.store?.release(array);
+        continue;
+      }
       let list = this.free.get(array.length);
       if (!list) {
         list = [];
@@ -44,8 +66,10 @@ export class ArrayRecycler {
     }
   }
 
-  /** Drops every held array. */
+  /** Drops every held array (back to the store). */
   clear(): void {
+    if (this.store)
+      for (const list of this.free.values()) for (const array of list) this.store.release(array);
     this.free.clear();
     this.heldBytes = 0;
   }
@@ -62,7 +86,7 @@ let current: Job | null = null;
 function handOut(length: number, zeroed: boolean): Float32Array {
   if (!current || length < MIN_RECYCLED_LENGTH) return new Float32Array(length);
   let array = current.recycler.take(length);
-  if (!array) array = new Float32Array(length);
+  if (!array) array = current.recycler.allocate(length);
   else if (zeroed) array.fill(0);
   current.handedOut.push(array);
   return array;
@@ -71,6 +95,14 @@ function handOut(length: number, zeroed: boolean): Float32Array {
 /** A zeroed Float32Array of `length`: recycled inside a job (see recyclingArrays), else fresh. */
 export function jobArray(length: number): Float32Array {
   return handOut(length, true);
+}
+
+/**
+ * Like jobArray, but a recycled array keeps what its last job left in it: for outputs whose every element is then
+ * written (a product with accumulate off, a kernel's result).
+ */
+export function jobArrayUnzeroed(length: number): Float32Array {
+  return handOut(length, false);
 }
 
 /** A copy of `source` in an array from the job (as jobArray, without zeroing it first). */

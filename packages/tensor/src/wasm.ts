@@ -1,7 +1,7 @@
 import { decodeBase64 } from "./base64.js";
 import { type Gemm, gemmFromOp } from "./gemm.js";
 import { gemmWasmBase64 } from "./gemm-wasm.generated.js";
-import { jobCopy } from "./recycle.js";
+import { ArrayRecycler, jobArrayUnzeroed } from "./recycle.js";
 
 // The WebAssembly API is reached through globalThis with local types, so this package needs neither the DOM lib
 // nor global declarations that could clash with a consumer's.
@@ -69,6 +69,7 @@ interface KernelExports {
     scale: number,
   ): void;
   addBiasRows(x: number, bias: number, rows: number, dim: number): void;
+  add(a: number, b: number, out: number, n: number): void;
   causalSoftmax(logits: number, tokens: number, heads: number, probs: number): void;
   splitQkv(qkv: number, tokens: number, dim: number, scale: number, q: number, k: number, v: number): void;
 }
@@ -269,6 +270,19 @@ export function isWasmResident(array: Float32Array): boolean {
   return getEngine()?.contains(array) ?? false;
 }
 
+/**
+ * A recycler whose arrays live in the WASM memory (plain arrays where WebAssembly is unavailable): the elementwise
+ * kernels then read and write a job's arrays in place instead of copying them in and out of scratch blocks. Arrays
+ * it drops or clears go back to the WASM allocator, so call clear() when the jobs are over.
+ */
+export function wasmArrayRecycler(maxHeldBytes?: number): ArrayRecycler {
+  const e = getEngine();
+  return new ArrayRecycler(
+    maxHeldBytes,
+    e ? { allocate: allocateF32, release: (array) => void e.release(array.byteOffset) } : null,
+  );
+}
+
 /** One kernel call with every operand already inside the WASM memory (byte addresses). */
 export interface KernelJob {
   transA: number;
@@ -408,6 +422,8 @@ export interface ElementwiseKernels {
   ): { out: Float32Array; normalized: Float32Array; scale: Float32Array };
   /** x[r, :] += bias for every row of x [rows × dim], in place. */
   addBiasRows(x: Float32Array, bias: Float32Array, rows: number, dim: number): void;
+  /** a + b (float32 sums, as JavaScript rounds them), into a new array. */
+  add(a: Float32Array, b: Float32Array): Float32Array;
   /** Causal softmax of [T, T, H] attention logits over keys u ≤ t (0 above the diagonal), into a new array. */
   causalSoftmax(logits: Float32Array, tokens: number, heads: number): Float32Array;
   /** q, k, v [T × d] from fused qkv [T × 3d], q and k times `scale` (float32 products), in new arrays. */
@@ -434,13 +450,23 @@ export function wasmElementwise(): ElementwiseKernels | null {
     for (const name of names) e.trimScratch(name);
   };
   const k = e.kernel;
-  /** Runs a kernel that writes n floats at `out` (a scratch block) and returns them in a new array. */
+  /**
+   * A job array of n floats for a kernel to write, and the address it writes to: the array itself where it lives in
+   * the WASM memory (from wasmArrayRecycler), else scratch block `name`, which `finish` copies into the array.
+   */
+  const output = (name: string, n: number) => {
+    const array = jobArrayUnzeroed(n);
+    if (e.contains(array)) return { array, ptr: array.byteOffset, finish: () => array };
+    const ptr = e.scratchBlock(name, Math.max(n, 1) * 4);
+    return { array, ptr, finish: () => array.set(e.view(ptr, n)) };
+  };
+  /** Runs a kernel that writes n floats at `out` and returns them in a new array. */
   const intoNew = (n: number, run: (out: number) => void): Float32Array => {
-    const out = e.scratchBlock("ew.out", n * 4);
-    run(out);
-    const result = jobCopy(e.view(out, n));
+    const out = output("ew.out", n);
+    run(out.ptr);
+    out.finish();
     done("ew.x", "ew.dy", "ew.out");
-    return result;
+    return out.array;
   };
   // Additive masks per exclusion array: 0 or −∞ (before the max), 0 or +∞ (before the min).
   const masks = new WeakMap<Uint8Array, { maxAdd: number; minAdd: number; length: number }>();
@@ -497,7 +523,9 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const n = rows * dim;
       if (x.length < n || gain.length < dim || bias.length < dim)
         throw new RangeError(`layerNorm: operands too short for ${rows} × ${dim}`);
-      const outs = e.scratchBlock("ew.ln", n * 8 + rows * 4);
+      const out = output("ew.ln.out", n);
+      const normalized = output("ew.ln.normalized", n);
+      const scale = output("ew.ln.scale", rows);
       k.layerNorm(
         e.place("ew.x", x, n),
         e.place("ew.g", gain, dim),
@@ -505,17 +533,15 @@ export function wasmElementwise(): ElementwiseKernels | null {
         rows,
         dim,
         eps,
-        outs,
-        outs + n * 4,
-        outs + n * 8,
+        out.ptr,
+        normalized.ptr,
+        scale.ptr,
       );
-      const result = {
-        out: jobCopy(e.view(outs, n)),
-        normalized: jobCopy(e.view(outs + n * 4, n)),
-        scale: jobCopy(e.view(outs + n * 8, rows)),
-      };
-      done("ew.x", "ew.ln");
-      return result;
+      out.finish();
+      normalized.finish();
+      scale.finish();
+      done("ew.x", "ew.ln.out", "ew.ln.normalized", "ew.ln.scale");
+      return { out: out.array, normalized: normalized.array, scale: scale.array };
     },
     addBiasRows(x, bias, rows, dim) {
       const n = rows * dim;
@@ -526,6 +552,11 @@ export function wasmElementwise(): ElementwiseKernels | null {
       if (!e.contains(x)) x.set(e.view(ptr, n));
       done("ew.x");
     },
+    add(a, b) {
+      const n = a.length;
+      if (b.length !== n) throw new RangeError(`add: ${n} and ${b.length} values`);
+      return intoNew(n, (out) => k.add(e.place("ew.x", a, n), e.place("ew.dy", b, n), out, n));
+    },
     causalSoftmax(logits, tokens, heads) {
       const n = tokens * tokens * heads;
       if (logits.length < n) throw new RangeError(`causalSoftmax: ${logits.length} logits, needs ${n}`);
@@ -534,15 +565,15 @@ export function wasmElementwise(): ElementwiseKernels | null {
     splitQkv(qkv, tokens, dim, scale) {
       const n = tokens * dim;
       if (qkv.length < 3 * n) throw new RangeError(`splitQkv: ${qkv.length} values, needs ${3 * n}`);
-      const out = e.scratchBlock("ew.qkv", n * 12);
-      k.splitQkv(e.place("ew.x", qkv, 3 * n), tokens, dim, Math.fround(scale), out, out + n * 4, out + n * 8);
-      const result = {
-        q: jobCopy(e.view(out, n)),
-        k: jobCopy(e.view(out + n * 4, n)),
-        v: jobCopy(e.view(out + n * 8, n)),
-      };
-      done("ew.x", "ew.qkv");
-      return result;
+      const q = output("ew.q", n);
+      const kOut = output("ew.k", n);
+      const v = output("ew.v", n);
+      k.splitQkv(e.place("ew.x", qkv, 3 * n), tokens, dim, Math.fround(scale), q.ptr, kOut.ptr, v.ptr);
+      q.finish();
+      kOut.finish();
+      v.finish();
+      done("ew.x", "ew.q", "ew.k", "ew.v");
+      return { q: q.array, k: kOut.array, v: v.array };
     },
     blockExtremes(values, block, excluded) {
       if (!Number.isInteger(block) || block < 4 || block % 4 !== 0)

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { allocateF32, wasmElementwise, wasmGemm } from "../src/index.js";
+import {
+  allocateF32,
+  isWasmResident,
+  recyclingArrays,
+  wasmArrayRecycler,
+  wasmElementwise,
+  wasmGemm,
+} from "../src/index.js";
 import { random } from "./gemm-oracle.js";
 
 const kernels = wasmElementwise();
@@ -132,5 +139,53 @@ describe.skipIf(!kernels)("wasmElementwise().columnStatistics", () => {
         }
       }
     }
+  });
+
+  it("add: float32 sums, the same whether the operands and result live in WASM memory or not", () => {
+    const a = random(1031, 4);
+    const b = random(1031, 5);
+    const sum = kernels!.add(a, b);
+    expect(Array.from(sum)).toEqual(Array.from(a, (v, i) => Math.fround(v + b[i])));
+    expect(() => kernels!.add(a, b.subarray(1))).toThrow(RangeError);
+  });
+
+  it("write their results straight into a job's WASM-resident arrays, with the values of the copying path", () => {
+    const [T, H, dim] = [40, 3, 48];
+    const x = random(T * dim, 6);
+    const gain = random(dim, 7);
+    const bias = random(dim, 8);
+    const logits = random(T * T * H, 9);
+    const qkv = random(T * 3 * dim, 10);
+    const all = () => {
+      const ln = kernels!.layerNorm(x, gain, bias, T, dim, 1e-5);
+      const { q, k, v } = kernels!.splitQkv(qkv, T, dim, 0.125);
+      return [
+        kernels!.geluNew(x),
+        kernels!.geluNewBackward(x, qkv),
+        kernels!.causalSoftmax(logits, T, H),
+        kernels!.add(x, qkv.subarray(0, T * dim)),
+        ln.out,
+        ln.normalized,
+        ln.scale,
+        q,
+        k,
+        v,
+      ];
+    };
+    const copied = all();
+    expect(copied.some(isWasmResident)).toBe(false);
+    const recycler = wasmArrayRecycler();
+    for (let round = 0; round < 2; round++) {
+      // The second round gets the first round's arrays back, old values in them.
+      recyclingArrays(recycler, () => {
+        const direct = all();
+        // All but the T-float scale (too short to recycle) live in WASM memory.
+        expect(direct.filter(isWasmResident).length).toBe(direct.length - 1);
+        direct.forEach((array, i) => {
+          expect(Array.from(array)).toEqual(Array.from(copied[i]));
+        });
+      });
+    }
+    recycler.clear();
   });
 });

@@ -1,5 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { ArrayRecycler, jobArray, jobCopy, recyclingArrays, withJobArrays } from "../src/index.js";
+import {
+  ArrayRecycler,
+  allocateF32,
+  freeF32,
+  isWasmGemmAvailable,
+  isWasmResident,
+  jobArray,
+  jobArrayUnzeroed,
+  jobCopy,
+  recyclingArrays,
+  wasmArrayRecycler,
+  withJobArrays,
+} from "../src/index.js";
 
 describe("recycled job arrays", () => {
   it("are fresh outside a job, and recycled from one job to the next, zeroed (jobArray) or overwritten (jobCopy)", () => {
@@ -80,5 +92,45 @@ describe("recycled job arrays", () => {
       }),
     ).toThrow("pass failed");
     expect(recycler.bytesHeld).toBe(32000);
+  });
+});
+
+describe.skipIf(!isWasmGemmAvailable())("wasmArrayRecycler", () => {
+  it("hands out arrays inside the WebAssembly memory, recycled by length, unzeroed only when asked", () => {
+    const recycler = wasmArrayRecycler();
+    const first = recyclingArrays(recycler, () => {
+      const a = jobArray(2048);
+      const b = jobArrayUnzeroed(4096);
+      expect(isWasmResident(a)).toBe(true);
+      expect(isWasmResident(b)).toBe(true);
+      a.fill(3);
+      b.fill(7);
+      return [a, b];
+    });
+    recyclingArrays(recycler, () => {
+      const a = jobArray(2048);
+      const b = jobArrayUnzeroed(4096);
+      expect(a).toBe(first[0]);
+      expect(a.every((x) => x === 0)).toBe(true);
+      expect(b).toBe(first[1]);
+      // What the last job left is still there: the caller writes every element.
+      expect(b.every((x) => x === 7)).toBe(true);
+    });
+    recycler.clear();
+  });
+
+  it("returns what it drops or clears to the WebAssembly allocator, so the memory is reused", () => {
+    const recycler = wasmArrayRecycler(4 * 3000);
+    const [kept, dropped] = recyclingArrays(recycler, () => [jobArray(2000), jobArray(2000)]);
+    expect(recycler.bytesHeld).toBe(8000);
+    // The dropped array's block is free again: the next allocation of that size takes it.
+    const reused = allocateF32(2000);
+    expect(reused.byteOffset).toBe(dropped.byteOffset);
+    expect(freeF32(reused)).toBe(true);
+    recycler.clear();
+    expect(recycler.bytesHeld).toBe(0);
+    const again = allocateF32(2000);
+    expect([kept.byteOffset, dropped.byteOffset]).toContain(again.byteOffset);
+    freeF32(again);
   });
 });
