@@ -30,6 +30,15 @@ const SITE_POINT: Readonly<Record<AutoencoderSite, HookPoint>> = {
   resid_delta_attn: "resid.delta_attn",
 };
 
+/** Order of the points collation reads within a layer's forward pass (for stopping the pass after the last). */
+const POINT_ORDER: readonly HookPoint[] = [
+  "attn.v",
+  "attn.qk_probs",
+  "resid.delta_attn",
+  "mlp.post_act",
+  "resid.delta_mlp",
+];
+
 interface GroupSource {
   spec: GroupSpec;
   compute: (captured: ReadonlyMap<string, Float32Array>, T: number) => Float32Array;
@@ -39,6 +48,8 @@ export class ActivationExtractor {
   readonly groups: readonly GroupSpec[];
   private readonly sources: GroupSource[];
   private readonly wanted: Set<string>;
+  /** The last wanted site in forward order: the pass ends there (the rest of the model is never read). */
+  private last: { point: HookPoint; layer: number } | null = null;
   private readonly gemm: Gemm;
   /** Per layer and head, W_O[h]·W_O[h]ᵀ [Dh, Dh]: ‖v·W_O[h]‖² = v·G·vᵀ needs Dh² per token, not Dh·d. */
   private readonly outputGram: Float32Array[][] = [];
@@ -109,6 +120,9 @@ export class ActivationExtractor {
 
   private want(point: HookPoint, layer: number): void {
     this.wanted.add(hookKey(point, layer));
+    const rank = (site: { point: HookPoint; layer: number }) =>
+      site.layer * POINT_ORDER.length + POINT_ORDER.indexOf(site.point);
+    if (this.last === null || rank({ point, layer }) > rank(this.last)) this.last = { point, layer };
   }
 
   /** Values of every group for one sequence, in `groups` order. */
@@ -134,7 +148,13 @@ export class ActivationExtractor {
       return undefined;
     };
     const tokens = sequences.flatMap((s) => Array.from(s));
-    this.model.forward(tokens, { hooks: [capture], cache: false, logitRows: [], sequenceLength: T });
+    this.model.forward(tokens, {
+      hooks: [capture],
+      cache: false,
+      logitRows: [],
+      sequenceLength: T,
+      stopAfter: this.last ?? undefined,
+    });
     const B = sequences.length;
     return sequences.map((_, b) => {
       // Every captured value holds the sequences one after another, in equal parts.

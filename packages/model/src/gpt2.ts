@@ -90,7 +90,15 @@ export interface ForwardOptions {
   logitRows?: readonly number[];
   /** Keep every hook value and what backward needs (default true). */
   cache?: boolean;
+  /**
+   * End the pass once this site's hooks have run: nothing after it is computed, logits included (pass logitRows: []
+   * and cache: false). For callers that read activations only up to there, such as collation.
+   */
+  stopAfter?: { point: HookPoint; layer: number | null };
 }
+
+/** Thrown by the forward pass's site() at options.stopAfter and caught by forward() itself. */
+class StopForward {}
 
 export interface ForwardResult {
   tokens: readonly number[];
@@ -271,6 +279,14 @@ export class Gpt2Model {
     const hooks = options.hooks ?? [];
     const keep = options.cache ?? true;
     if (B > 1 && keep) throw new RangeError("several sequences run only without the cache (cache: false)");
+    const stopKey = options.stopAfter ? hookKey(options.stopAfter.point, options.stopAfter.layer) : null;
+    const stopLayer = options.stopAfter?.layer ?? null;
+    if (stopLayer !== null && !(Number.isInteger(stopLayer) && stopLayer >= 0 && stopLayer < nLayer))
+      throw new RangeError(`stopAfter layer ${stopLayer} is outside [0, ${nLayer})`);
+    if (stopKey !== null && (keep || (options.logitRows ?? [0]).length > 0))
+      throw new RangeError(
+        `stopAfter ${stopKey} needs cache: false and logitRows: [] (the pass ends before them)`,
+      );
     const activations = new Map<string, Float32Array>();
     const edits = new Map<string, HookEdit[]>();
     const H = this.config.nHead;
@@ -305,6 +321,7 @@ export class Gpt2Model {
         if (applied.length > 0) edits.set(hookKey(point, layer), applied);
       }
       if (keep) activations.set(hookKey(point, layer), cached);
+      if (stopKey !== null && hookKey(point, layer) === stopKey) throw new StopForward();
       return current;
     };
 
@@ -315,95 +332,105 @@ export class Gpt2Model {
       }
     };
 
-    const w = this.weights;
-    let x: Float32Array = jobArray(R * d);
-    for (let t = 0; t < R; t++) {
-      const te = tokens[t] * d;
-      const pe = (t % T) * d;
-      for (let i = 0; i < d; i++) x[t * d + i] = w.tokenEmbedding[te + i] + w.positionEmbedding[pe + i];
-    }
-    x = site("resid.post_emb", null, x, [R, d]);
+    const run = (): ForwardResult => {
+      const w = this.weights;
+      let x: Float32Array = jobArray(R * d);
+      for (let t = 0; t < R; t++) {
+        const te = tokens[t] * d;
+        const pe = (t % T) * d;
+        for (let i = 0; i < d; i++) x[t * d + i] = w.tokenEmbedding[te + i] + w.positionEmbedding[pe + i];
+      }
+      x = site("resid.post_emb", null, x, [R, d]);
 
-    const savedLayers: SavedLayer[] = [];
-    for (let l = 0; l < nLayer; l++) {
-      const lw = w.layers[l];
-      // Attention block.
-      const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, R, d, eps);
-      readOnlySite("attn_ln.scale", l, ln1.saved.scale);
-      const h1 = site("resid.post_attn_ln", l, ln1.out, [R, d]);
-      const qkv = jobArrayUnzeroed(R * 3 * d);
-      this.gemm.nn(h1, lw.qkvWeight, qkv, R, d, 3 * d);
-      addBiasRows(qkv, lw.qkvBias, R, 3 * d);
-      let { q, k, v } = splitQkv(qkv, R, d, this.qkScale(l));
-      q = site("attn.q", l, q, [R, H, Dh]);
-      k = site("attn.k", l, k, [R, H, Dh]);
-      v = site("attn.v", l, v, [R, H, Dh]);
-      // Per sequence, concatenated ([B·T, T, H] pairs, [B·T, H, Dh] mixed values).
-      const pairs = T * T * H;
-      const rows = T * d;
-      const logits = site(
-        "attn.qk_logits",
-        l,
-        perSequence(B, pairs, (b) => attentionLogits(block(q, rows, b), block(k, rows, b), shape, this.gemm)),
-        [R, T, H],
-      );
-      const probs = site(
-        "attn.qk_probs",
-        l,
-        perSequence(B, pairs, (b) => attentionSoftmax(block(logits, pairs, b), shape)),
-        [R, T, H],
-      );
-      const vOut = site(
-        "attn.v_out",
-        l,
-        perSequence(B, rows, (b) =>
-          attentionMix(block(probs, pairs, b), block(v, rows, b), shape, this.gemm),
-        ),
-        [R, H, Dh],
-      );
-      let deltaAttn: Float32Array = jobArrayUnzeroed(R * d);
-      this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, R, d, d);
-      addBiasRows(deltaAttn, lw.attnOutBias, R, d);
-      deltaAttn = site("resid.delta_attn", l, deltaAttn, [R, d]);
-      x = site("resid.post_attn", l, sum(x, deltaAttn), [R, d]);
+      const savedLayers: SavedLayer[] = [];
+      for (let l = 0; l < nLayer; l++) {
+        const lw = w.layers[l];
+        // Attention block.
+        const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, R, d, eps);
+        readOnlySite("attn_ln.scale", l, ln1.saved.scale);
+        const h1 = site("resid.post_attn_ln", l, ln1.out, [R, d]);
+        const qkv = jobArrayUnzeroed(R * 3 * d);
+        this.gemm.nn(h1, lw.qkvWeight, qkv, R, d, 3 * d);
+        addBiasRows(qkv, lw.qkvBias, R, 3 * d);
+        let { q, k, v } = splitQkv(qkv, R, d, this.qkScale(l));
+        q = site("attn.q", l, q, [R, H, Dh]);
+        k = site("attn.k", l, k, [R, H, Dh]);
+        v = site("attn.v", l, v, [R, H, Dh]);
+        // Per sequence, concatenated ([B·T, T, H] pairs, [B·T, H, Dh] mixed values).
+        const pairs = T * T * H;
+        const rows = T * d;
+        const logits = site(
+          "attn.qk_logits",
+          l,
+          perSequence(B, pairs, (b) =>
+            attentionLogits(block(q, rows, b), block(k, rows, b), shape, this.gemm),
+          ),
+          [R, T, H],
+        );
+        const probs = site(
+          "attn.qk_probs",
+          l,
+          perSequence(B, pairs, (b) => attentionSoftmax(block(logits, pairs, b), shape)),
+          [R, T, H],
+        );
+        const vOut = site(
+          "attn.v_out",
+          l,
+          perSequence(B, rows, (b) =>
+            attentionMix(block(probs, pairs, b), block(v, rows, b), shape, this.gemm),
+          ),
+          [R, H, Dh],
+        );
+        let deltaAttn: Float32Array = jobArrayUnzeroed(R * d);
+        this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, R, d, d);
+        addBiasRows(deltaAttn, lw.attnOutBias, R, d);
+        deltaAttn = site("resid.delta_attn", l, deltaAttn, [R, d]);
+        x = site("resid.post_attn", l, sum(x, deltaAttn), [R, d]);
 
-      // MLP block.
-      const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, R, d, eps);
-      readOnlySite("mlp_ln.scale", l, ln2.saved.scale);
-      const h2 = site("resid.post_mlp_ln", l, ln2.out, [R, d]);
-      let pre: Float32Array = jobArrayUnzeroed(R * F);
-      this.gemm.nn(h2, lw.fcWeight, pre, R, d, F);
-      addBiasRows(pre, lw.fcBias, R, F);
-      pre = site("mlp.pre_act", l, pre, [R, F]);
-      const post = site("mlp.post_act", l, activationForward(this.activation, pre), [R, F]);
-      let deltaMlp: Float32Array = jobArrayUnzeroed(R * d);
-      this.gemm.nn(post, lw.projWeight, deltaMlp, R, F, d);
-      addBiasRows(deltaMlp, lw.projBias, R, d);
-      deltaMlp = site("resid.delta_mlp", l, deltaMlp, [R, d]);
-      x = site("resid.post_mlp", l, sum(x, deltaMlp), [R, d]);
-      savedLayers.push({ ln1: ln1.saved, ln2: ln2.saved });
-    }
+        // MLP block.
+        const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, R, d, eps);
+        readOnlySite("mlp_ln.scale", l, ln2.saved.scale);
+        const h2 = site("resid.post_mlp_ln", l, ln2.out, [R, d]);
+        let pre: Float32Array = jobArrayUnzeroed(R * F);
+        this.gemm.nn(h2, lw.fcWeight, pre, R, d, F);
+        addBiasRows(pre, lw.fcBias, R, F);
+        pre = site("mlp.pre_act", l, pre, [R, F]);
+        const post = site("mlp.post_act", l, activationForward(this.activation, pre), [R, F]);
+        let deltaMlp: Float32Array = jobArrayUnzeroed(R * d);
+        this.gemm.nn(post, lw.projWeight, deltaMlp, R, F, d);
+        addBiasRows(deltaMlp, lw.projBias, R, d);
+        deltaMlp = site("resid.delta_mlp", l, deltaMlp, [R, d]);
+        x = site("resid.post_mlp", l, sum(x, deltaMlp), [R, d]);
+        savedLayers.push({ ln1: ln1.saved, ln2: ln2.saved });
+      }
 
-    const lnF = layerNormForward(x, w.lnFGain, w.lnFBias, R, d, eps);
-    readOnlySite("resid.ln_f.scale", null, lnF.saved.scale);
-    const hF = site("resid.post_ln_f", null, lnF.out, [R, d]);
-    const logitRows = options.logitRows ? [...options.logitRows] : Array.from({ length: R }, (_, t) => t);
-    for (const r of logitRows) {
-      if (!Number.isInteger(r) || r < 0 || r >= R)
-        throw new RangeError(`logit row ${r} is outside [0, ${R})`);
-    }
-    const rowsIn = gatherRows(hF, logitRows, d);
-    let logits: Float32Array = jobArrayUnzeroed(logitRows.length * V);
-    this.gemm.nt(rowsIn, w.unembedding, logits, logitRows.length, d, V);
-    logits = site("logits", null, logits, [logitRows.length, V]);
+      const lnF = layerNormForward(x, w.lnFGain, w.lnFBias, R, d, eps);
+      readOnlySite("resid.ln_f.scale", null, lnF.saved.scale);
+      const hF = site("resid.post_ln_f", null, lnF.out, [R, d]);
+      const logitRows = options.logitRows ? [...options.logitRows] : Array.from({ length: R }, (_, t) => t);
+      for (const r of logitRows) {
+        if (!Number.isInteger(r) || r < 0 || r >= R)
+          throw new RangeError(`logit row ${r} is outside [0, ${R})`);
+      }
+      const rowsIn = gatherRows(hF, logitRows, d);
+      let logits: Float32Array = jobArrayUnzeroed(logitRows.length * V);
+      this.gemm.nt(rowsIn, w.unembedding, logits, logitRows.length, d, V);
+      logits = site("logits", null, logits, [logitRows.length, V]);
 
-    return {
-      tokens: [...tokens],
-      logitRows,
-      logits,
-      activations,
-      saved: keep ? { layers: savedLayers, lnF: lnF.saved, edits } : null,
+      return {
+        tokens: [...tokens],
+        logitRows,
+        logits,
+        activations,
+        saved: keep ? { layers: savedLayers, lnF: lnF.saved, edits } : null,
+      };
     };
+    try {
+      return run();
+    } catch (error) {
+      if (!(error instanceof StopForward)) throw error;
+      return { tokens: [...tokens], logitRows: [], logits: new Float32Array(0), activations, saved: null };
+    }
   }
 
   /**

@@ -75,3 +75,42 @@ describe("multi-sequence forward refuses misuse", () => {
     );
   });
 });
+
+describe("forward with stopAfter", () => {
+  it("visits the sites up to the stop with a full pass's values, none after it, and computes no logits", () => {
+    const tokens = [464, 2068, 7586, 21831, 18045, 625, 262, 16931];
+    const full = capture();
+    model.forward(tokens, { hooks: [full.hook], cache: false, sequenceLength: 4 });
+    const last = model.config.nLayer - 1;
+    for (const stop of [
+      { point: "mlp.post_act", layer: last },
+      { point: "attn.qk_probs", layer: 0 },
+    ] as const) {
+      const partial = capture();
+      const visited: string[] = [];
+      const result = model.forward(tokens, {
+        hooks: [partial.hook, (_, site) => void visited.push(hookKey(site.point, site.layer))],
+        cache: false,
+        logitRows: [],
+        sequenceLength: 4,
+        stopAfter: stop,
+      });
+      expect(result.logits.length).toBe(0);
+      const fullOrder = [...full.values.keys()];
+      const stopKey = hookKey(stop.point, stop.layer);
+      // Exactly the full pass's sites up to and including the stop, in order, with its values.
+      expect(visited).toEqual(fullOrder.slice(0, fullOrder.indexOf(stopKey) + 1));
+      for (const key of visited)
+        expect(Array.from(partial.values.get(key)!), key).toEqual(Array.from(full.values.get(key)!));
+    }
+  });
+
+  it("refuses a stop with the cache, with logit rows, or at a layer the model lacks", () => {
+    const stopAfter = { point: "mlp.post_act", layer: 0 } as const;
+    expect(() => model.forward([1, 2], { stopAfter, logitRows: [] })).toThrow(/cache: false/);
+    expect(() => model.forward([1, 2], { stopAfter, cache: false })).toThrow(/logitRows: \[\]/);
+    expect(() =>
+      model.forward([1, 2], { cache: false, logitRows: [], stopAfter: { point: "attn.v", layer: 9 } }),
+    ).toThrow(/outside/);
+  });
+});
