@@ -7,11 +7,21 @@
  * - sums are folded per sequence into a 2^-32 fixed-point integer held in two doubles, so adding them is exact and
  *   the order of sequences (or shards) cannot change a bit.
  */
-import { wasmElementwise } from "@tdb/tensor";
+import { wasmArrayStore, wasmElementwise } from "@tdb/tensor";
 import { type GroupSpec, KIND_ID, positionsPerSequence } from "./components.js";
 
 /** Size of one chunk of pending values (see GroupAccumulator.arena). */
 const ARENA_CHUNK_BYTES = 4 * 2 ** 20;
+
+/**
+ * Arena chunks live in the WebAssembly memory (where the column-gathering kernel writes them in place); an entry is
+ * written before it is read, so a chunk need not be zeroed.
+ */
+const arenaStore = wasmArrayStore({ zeroed: false });
+/** Frees the chunks of an accumulator dropped without dispose(). */
+const arenaReclaimer = new FinalizationRegistry<Float32Array[]>((chunks) => {
+  for (const chunk of chunks) arenaStore.release(chunk);
+});
 
 /** One unit of the fixed-point sums, 2^32 per 1.0. */
 const FIX = 2 ** 32;
@@ -252,10 +262,13 @@ export class GroupAccumulator {
   private readonly seqSum: Float64Array;
   private readonly seqSq: Float64Array;
   private readonly seqPositives: Float64Array;
+  /** Components accepted by the sequence being observed (scratch for observe). */
+  private readonly accepted: Int32Array;
   /**
    * Values of accepted, not yet written entries, `positions` floats each, in chunks of ARENA_CHUNK_BYTES: a separate
    * small array per entry would leave the garbage collector hundreds of thousands of live objects to trace, and one
-   * growing buffer would be copied (into fresh memory) at every growth. Chunks are kept and refilled after a commit.
+   * growing buffer would be copied (into fresh memory) at every growth. Chunks are kept and refilled after a commit,
+   * until dispose().
    */
   private readonly arena: Float32Array[] = [];
   private readonly entriesPerChunk: number;
@@ -281,7 +294,17 @@ export class GroupAccumulator {
     this.seqSum = new Float64Array(n);
     this.seqSq = new Float64Array(n);
     this.seqPositives = new Float64Array(n);
+    this.accepted = new Int32Array(n);
     this.entriesPerChunk = Math.max(1, Math.floor(arenaChunkBytes / 4 / this.positions));
+    arenaReclaimer.register(this, this.arena, this);
+  }
+
+  /** Frees the arena (pending values are lost); the accumulator must not observe again. */
+  dispose(): void {
+    arenaReclaimer.unregister(this);
+    for (const chunk of this.arena) arenaStore.release(chunk);
+    this.arena.length = 0;
+    this.arenaEntries = 0;
   }
 
   /** Bytes held for values not yet written. */
@@ -307,18 +330,34 @@ export class GroupAccumulator {
     return changes;
   }
 
-  /** Copies component c's values (a column of [positions, size]) into the arena. */
-  private stash(values: Float32Array, c: number): number {
+  /**
+   * Copies the values of `count` components (columns of [positions, size]) into arena entries arenaEntries onwards,
+   * in that order.
+   */
+  private stash(values: Float32Array, columns: Int32Array, count: number): void {
     const P = this.positions;
     const n = this.size;
     const E = this.entriesPerChunk;
-    const entry = this.arenaEntries++;
-    const chunk = Math.floor(entry / E);
-    if (chunk === this.arena.length) this.arena.push(new Float32Array(E * P));
-    const out = this.arena[chunk];
-    const base = (entry - chunk * E) * P;
-    for (let p = 0; p < P; p++) out[base + p] = values[p * n + c];
-    return entry;
+    const kernels = wasmElementwise();
+    let j = 0;
+    while (j < count) {
+      const entry = this.arenaEntries;
+      const chunk = Math.floor(entry / E);
+      if (chunk === this.arena.length) this.arena.push(arenaStore.allocate(E * P));
+      const out = this.arena[chunk];
+      const first = entry - chunk * E;
+      const take = Math.min(count - j, E - first);
+      if (kernels) kernels.gatherColumns(values, P, n, columns.subarray(j, j + take), out, first * P);
+      else {
+        for (let i = 0; i < take; i++) {
+          const c = columns[j + i];
+          const base = (first + i) * P;
+          for (let p = 0; p < P; p++) out[base + p] = values[p * n + c];
+        }
+      }
+      this.arenaEntries += take;
+      j += take;
+    }
   }
 
   /** Folds in one sequence: `values` is [positions, size], position-major. */
@@ -357,6 +396,9 @@ export class GroupAccumulator {
     const st = this.stats;
     st.count += P;
     const seqMix = sequenceHashMix(seq);
+    // Accepted components take arena entries in column order; their values are copied after the loop, in one go.
+    const accepted = this.accepted;
+    let count = 0;
     for (let c = 0; c < n; c++) {
       if (smax[c] > st.max[c]) st.max[c] = smax[c];
       st.positives[c] += spos[c];
@@ -368,10 +410,12 @@ export class GroupAccumulator {
       const inRandom = this.random.accepts(c, h, seq);
       if (inTop || inRandom) {
         // One copy serves both sets: pending values are only read, at commit.
-        const entry = this.stash(values, c);
+        const entry = this.arenaEntries + count;
+        accepted[count++] = c;
         if (inTop) this.top.insert(c, topKey, seq, entry);
         if (inRandom) this.random.insert(c, h, seq, entry);
       }
     }
+    this.stash(values, accepted, count);
   }
 }

@@ -355,6 +355,7 @@ export async function collate(options: CollateOptions): Promise<CollateResult> {
   } finally {
     passArrays.give(inUse);
     passArrays.clear();
+    for (const acc of accumulators) acc.dispose();
     writer.close();
   }
   return { file: options.out, run, progress, resumedFrom, alreadyComplete: false };

@@ -251,6 +251,65 @@ export function addBiasRows(x: usize, bias: usize, rows: i32, dim: i32): void {
   }
 }
 
+/**
+ * Copies columns columns[0..count) of a row-major [rows × cols] f32 matrix into `out`, one after another ([count ×
+ * rows]). Runs of four adjacent columns are transposed 4×4 in registers. Returns -1, or
+ * the position in `columns` of a column outside [0, cols) (then nothing is copied).
+ */
+export function gatherColumns(values: usize, rows: i32, cols: i32, columns: usize, count: i32, out: usize): i32 {
+  for (let j = 0; j < count; j++) {
+    const c = load<i32>(columns + (<usize>j << 2));
+    if (c < 0 || c >= cols) return j;
+  }
+  const stride = <usize>cols << 2;
+  const run = <usize>rows << 2;
+  let j = 0;
+  while (j < count) {
+    const c = load<i32>(columns + (<usize>j << 2));
+    if (j + 4 <= count && c + 4 <= cols && load<i32>(columns + (<usize>(j + 3) << 2)) == c + 3 && load<i32>(columns + (<usize>(j + 1) << 2)) == c + 1 && load<i32>(columns + (<usize>(j + 2) << 2)) == c + 2) {
+      let src = values + (<usize>c << 2);
+      const o = out + <usize>j * run;
+      let r = 0;
+      // 4 rows × 4 columns at a time, transposed in registers: four 16-byte stores, one per column.
+      for (; r + 4 <= rows; r += 4) {
+        const r0 = v128.load(src);
+        const r1 = v128.load(src + stride);
+        const r2 = v128.load(src + 2 * stride);
+        const r3 = v128.load(src + 3 * stride);
+        const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5);
+        const t1 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
+        const t2 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+        const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+        const at = o + (<usize>r << 2);
+        v128.store(at, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+        v128.store(at + run, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+        v128.store(at + 2 * run, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+        v128.store(at + 3 * run, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
+        src += 4 * stride;
+      }
+      for (; r < rows; r++) {
+        const v = v128.load(src);
+        const at = o + (<usize>r << 2);
+        store<f32>(at, f32x4.extract_lane(v, 0));
+        store<f32>(at + run, f32x4.extract_lane(v, 1));
+        store<f32>(at + 2 * run, f32x4.extract_lane(v, 2));
+        store<f32>(at + 3 * run, f32x4.extract_lane(v, 3));
+        src += stride;
+      }
+      j += 4;
+    } else {
+      let src = values + (<usize>c << 2);
+      const o = out + <usize>j * run;
+      for (let r = 0; r < rows; r++) {
+        store<f32>(o + (<usize>r << 2), load<f32>(src));
+        src += stride;
+      }
+      j++;
+    }
+  }
+  return -1;
+}
+
 /** out = a + b for n floats (float32 sums). */
 export function add(a: usize, b: usize, out: usize, n: i32): void {
   let i = 0;

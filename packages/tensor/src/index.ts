@@ -21,6 +21,7 @@ export {
   isWasmGemmAvailable,
   isWasmResident,
   wasmArrayRecycler,
+  wasmArrayStore,
   wasmElementwise,
   wasmGemm,
 } from "./wasm.js";

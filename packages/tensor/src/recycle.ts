@@ -14,7 +14,7 @@ const MIN_RECYCLED_LENGTH = 1024;
 
 /** Where a recycler's arrays come from when it holds none of the length asked for, and go when it drops them. */
 export interface ArrayStore {
-  /** A zeroed array of `length`. */
+  /** An array of `length`: zeroed, unless the store says otherwise. */
   allocate(length: number): Float32Array;
   release(array: Float32Array): void;
 }

@@ -1,7 +1,7 @@
 import { decodeBase64 } from "./base64.js";
 import { type Gemm, gemmFromOp } from "./gemm.js";
 import { gemmWasmBase64 } from "./gemm-wasm.generated.js";
-import { ArrayRecycler, jobArrayUnzeroed } from "./recycle.js";
+import { ArrayRecycler, type ArrayStore, jobArrayUnzeroed } from "./recycle.js";
 
 // The WebAssembly API is reached through globalThis with local types, so this package needs neither the DOM lib
 // nor global declarations that could clash with a consumer's.
@@ -70,6 +70,14 @@ interface KernelExports {
   ): void;
   addBiasRows(x: number, bias: number, rows: number, dim: number): void;
   add(a: number, b: number, out: number, n: number): void;
+  gatherColumns(
+    values: number,
+    rows: number,
+    cols: number,
+    columns: number,
+    count: number,
+    out: number,
+  ): number;
   causalSoftmax(logits: number, tokens: number, heads: number, probs: number): void;
   splitQkv(qkv: number, tokens: number, dim: number, scale: number, q: number, k: number, v: number): void;
 }
@@ -276,11 +284,27 @@ export function isWasmResident(array: Float32Array): boolean {
  * it drops or clears go back to the WASM allocator, so call clear() when the jobs are over.
  */
 export function wasmArrayRecycler(maxHeldBytes?: number): ArrayRecycler {
-  const e = getEngine();
-  return new ArrayRecycler(
-    maxHeldBytes,
-    e ? { allocate: allocateF32, release: (array) => void e.release(array.byteOffset) } : null,
-  );
+  return new ArrayRecycler(maxHeldBytes, wasmArrayStore());
+}
+
+/**
+ * Arrays in the WebAssembly memory while it has room (its limit is 4 GiB), plain ones after that or where
+ * WebAssembly is unavailable; release() frees the former and ignores the latter. With `zeroed: false` a reused block
+ * keeps its old contents (for arrays whose every element is written before it is read).
+ */
+export function wasmArrayStore({ zeroed = true }: { zeroed?: boolean } = {}): ArrayStore {
+  return {
+    allocate(length) {
+      try {
+        const e = zeroed ? null : getEngine();
+        return e ? e.view(e.allocate(length * 4), length) : allocateF32(length);
+      } catch (error) {
+        if (error instanceof RangeError) return new Float32Array(length);
+        throw error;
+      }
+    },
+    release: (array) => void freeF32(array),
+  };
 }
 
 /** One kernel call with every operand already inside the WASM memory (byte addresses). */
@@ -424,6 +448,18 @@ export interface ElementwiseKernels {
   addBiasRows(x: Float32Array, bias: Float32Array, rows: number, dim: number): void;
   /** a + b (float32 sums, as JavaScript rounds them), into a new array. */
   add(a: Float32Array, b: Float32Array): Float32Array;
+  /**
+   * Columns `columns` of a row-major [rows × cols] matrix, one after another ([columns.length × rows]), written into
+   * `out` from `outOffset`.
+   */
+  gatherColumns(
+    values: Float32Array,
+    rows: number,
+    cols: number,
+    columns: Int32Array,
+    out: Float32Array,
+    outOffset: number,
+  ): void;
   /** Causal softmax of [T, T, H] attention logits over keys u ≤ t (0 above the diagonal), into a new array. */
   causalSoftmax(logits: Float32Array, tokens: number, heads: number): Float32Array;
   /** q, k, v [T × d] from fused qkv [T × 3d], q and k times `scale` (float32 products), in new arrays. */
@@ -556,6 +592,30 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const n = a.length;
       if (b.length !== n) throw new RangeError(`add: ${n} and ${b.length} values`);
       return intoNew(n, (out) => k.add(e.place("ew.x", a, n), e.place("ew.dy", b, n), out, n));
+    },
+    gatherColumns(values, rows, cols, columns, out, outOffset) {
+      const count = columns.length;
+      const n = count * rows;
+      if (
+        !Number.isInteger(rows) ||
+        !Number.isInteger(cols) ||
+        rows < 0 ||
+        cols < 0 ||
+        values.length < rows * cols
+      )
+        throw new RangeError(`gatherColumns: ${values.length} values cannot be ${rows} × ${cols}`);
+      if (!Number.isInteger(outOffset) || outOffset < 0 || outOffset + n > out.length)
+        throw new RangeError(`gatherColumns: ${n} values do not fit in ${out.length} from ${outOffset}`);
+      if (n === 0) return;
+      const list = e.scratchBlock("ew.columns", count * 4);
+      new Int32Array(e.buffer(), list, count).set(columns);
+      const target = out.subarray(outOffset, outOffset + n);
+      const direct = e.contains(target);
+      const at = direct ? target.byteOffset : e.scratchBlock("ew.out", n * 4);
+      const bad = k.gatherColumns(e.place("ew.x", values, rows * cols), rows, cols, list, count, at);
+      if (!direct) target.set(e.view(at, n));
+      done("ew.x", "ew.out");
+      if (bad >= 0) throw new RangeError(`gatherColumns: column ${columns[bad]} is outside [0, ${cols})`);
     },
     causalSoftmax(logits, tokens, heads) {
       const n = tokens * tokens * heads;

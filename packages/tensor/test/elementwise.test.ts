@@ -188,4 +188,32 @@ describe.skipIf(!kernels)("wasmElementwise().columnStatistics", () => {
     }
     recycler.clear();
   });
+
+  it("gatherColumns copies any columns, in the order given, runs of four and odd row counts included", () => {
+    for (const [rows, cols] of [
+      [1, 1],
+      [7, 12],
+      [64, 3075],
+      [2079, 12],
+    ]) {
+      const values = random(rows * cols, rows + cols);
+      // Runs of four adjacent columns, a run broken by a gap, repeats, a descending pair, the last column.
+      const picks = [0, 1, 2, 3, 4, 6, 7, 8, 10, 9, 2, cols - 1].filter((c) => c < cols);
+      const columns = Int32Array.from(picks);
+      for (const out of [new Float32Array(3 + picks.length * rows), allocateF32(3 + picks.length * rows)]) {
+        out.fill(-7);
+        kernels!.gatherColumns(values, rows, cols, columns, out, 3);
+        expect(Array.from(out.subarray(0, 3))).toEqual([-7, -7, -7]);
+        picks.forEach((c, j) => {
+          const want = Array.from({ length: rows }, (_, r) => values[r * cols + c]);
+          expect(Array.from(out.subarray(3 + j * rows, 3 + (j + 1) * rows))).toEqual(want);
+        });
+      }
+    }
+    const values = random(4 * 5, 1);
+    const out = new Float32Array(8);
+    expect(() => kernels!.gatherColumns(values, 4, 5, Int32Array.of(1, 5), out, 0)).toThrow(/column 5/);
+    expect(() => kernels!.gatherColumns(values, 4, 5, Int32Array.of(-1), out, 0)).toThrow(/column -1/);
+    expect(() => kernels!.gatherColumns(values, 4, 5, Int32Array.of(1, 2, 3), out, 0)).toThrow(/do not fit/);
+  });
 });
