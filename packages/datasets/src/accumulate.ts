@@ -7,7 +7,7 @@
  * - sums are folded per sequence into a 2^-32 fixed-point integer held in two doubles, so adding them is exact and
  *   the order of sequences (or shards) cannot change a bit.
  */
-import { wasmArrayStore, wasmElementwise } from "@tdb/tensor";
+import { type ColumnStatistics, wasmArrayStore, wasmElementwise } from "@tdb/tensor";
 import { type GroupSpec, KIND_ID, positionsPerSequence } from "./components.js";
 
 /** Size of one chunk of pending values (see GroupAccumulator.arena). */
@@ -52,8 +52,12 @@ export class SlotSet {
   private readonly worst: Int32Array;
   /** Per slot: the arena entry holding its values while not yet written, else -1. */
   private readonly pendingEntry: Int32Array;
-  /** Slots that became pending since the last takeChanges() (may repeat; pendingEntry decides). */
-  private pendingSlots: number[] = [];
+  /**
+   * Slots that became pending since the last takeChanges() (may repeat; pendingEntry decides): a typed list, since
+   * tens of thousands a sequence kept until a commit would slow every young-generation collection as plain arrays.
+   */
+  private pendingSlots = new Int32Array(1024);
+  private pendingCount = 0;
   private deletes: ExampleDelete[] = [];
 
   constructor(
@@ -89,7 +93,14 @@ export class SlotSet {
     this.keys[slot] = key;
     this.seqs[slot] = seq;
     this.pendingEntry[slot] = entry;
-    if (entry >= 0) this.pendingSlots.push(slot);
+    if (entry >= 0) {
+      if (this.pendingCount === this.pendingSlots.length) {
+        const grown = new Int32Array(2 * this.pendingSlots.length);
+        grown.set(this.pendingSlots);
+        this.pendingSlots = grown;
+      }
+      this.pendingSlots[this.pendingCount++] = slot;
+    }
     if (this.fill[index] === k) this.updateWorst(index);
   }
 
@@ -110,7 +121,8 @@ export class SlotSet {
   } {
     const k = this.capacity;
     const inserts: ExampleInsert[] = [];
-    for (const slot of this.pendingSlots) {
+    for (let i = 0; i < this.pendingCount; i++) {
+      const slot = this.pendingSlots[i];
       const entry = this.pendingEntry[slot];
       if (entry < 0) continue;
       this.pendingEntry[slot] = -1;
@@ -122,7 +134,7 @@ export class SlotSet {
       });
     }
     const deletes = this.deletes;
-    this.pendingSlots = [];
+    this.pendingCount = 0;
     this.deletes = [];
     return { inserts, deletes };
   }
@@ -262,6 +274,8 @@ export class GroupAccumulator {
   private readonly seqSum: Float64Array;
   private readonly seqSq: Float64Array;
   private readonly seqPositives: Float64Array;
+  /** The statistics kernel's results for the sequence being observed (scratch for observe). */
+  private kernelStatistics: ColumnStatistics | null = null;
   /** Components accepted by the sequence being observed (scratch for observe). */
   private readonly accepted: Int32Array;
   /**
@@ -376,7 +390,18 @@ export class GroupAccumulator {
     const kernels = wasmElementwise();
     if (kernels) {
       // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8).
-      ({ max: smax, sum: ssum, sumSq: ssq, positives: spos } = kernels.columnStatistics(values, P, n));
+      this.kernelStatistics ??= {
+        max: new Float32Array(n),
+        sum: new Float64Array(n),
+        sumSq: new Float64Array(n),
+        positives: new Int32Array(n),
+      };
+      ({
+        max: smax,
+        sum: ssum,
+        sumSq: ssq,
+        positives: spos,
+      } = kernels.columnStatistics(values, P, n, this.kernelStatistics));
     } else {
       smax.fill(Number.NEGATIVE_INFINITY);
       ssum.fill(0);

@@ -5,7 +5,7 @@
  */
 import type { AutoencoderSite, ForwardHook, Gpt2Model, HookPoint, SparseAutoencoder } from "@tdb/model";
 import { hookKey } from "@tdb/model";
-import { allocateF32, defaultGemm, type Gemm } from "@tdb/tensor";
+import { allocateF32, defaultGemm, type Gemm, jobArrayUnzeroed } from "@tdb/tensor";
 import type { ComponentKind, GroupSpec } from "./components.js";
 
 /** Autoencoders of one site, by layer (the same shape as @tdb/attribution's AutoencoderFamily). */
@@ -200,9 +200,10 @@ export class ActivationExtractor {
     const probs = captured.get(hookKey("attn.qk_probs", layer))!; // [T, T, H]
     const v = captured.get(hookKey("attn.v", layer))!; // [T, H, Dh]
     const grams = this.outputGram[layer]; // heads are collated for every layer or none
-    const norms = new Float32Array(T * H);
-    const vh = new Float32Array(T * Dh);
-    const y = new Float32Array(T * Dh);
+    // Job arrays: inside collation's pass they are recycled with the pass (observe copies what it keeps).
+    const norms = jobArrayUnzeroed(T * H);
+    const vh = jobArrayUnzeroed(T * Dh);
+    const y = jobArrayUnzeroed(T * Dh);
     for (let h = 0; h < H; h++) {
       for (let u = 0; u < T; u++) vh.set(v.subarray(u * d + h * Dh, u * d + (h + 1) * Dh), u * Dh);
       this.gemm.nn(vh, grams[h], y, T, Dh, Dh);
@@ -212,7 +213,7 @@ export class ActivationExtractor {
         norms[u * H + h] = Math.sqrt(Math.max(sq, 0));
       }
     }
-    const out = new Float32Array(((T * (T + 1)) / 2) * H);
+    const out = jobArrayUnzeroed(((T * (T + 1)) / 2) * H);
     let p = 0;
     for (let t = 0; t < T; t++) {
       for (let u = 0; u <= t; u++, p++) {

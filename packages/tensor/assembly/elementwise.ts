@@ -208,29 +208,68 @@ export function blockExtremes(values: usize, n: i32, block: i32, maxOut: usize, 
   }
 }
 
+/** Σ over dim floats at `row` of f(value) in float64: four two-lane sums over runs of 8, then the tail in order. */
+@inline
+function rowSum(row: usize, dim: i32, mean: f64, square: bool): f64 {
+  const m = f64x2.splat(mean);
+  let a0 = f64x2.splat(0);
+  let a1 = f64x2.splat(0);
+  let a2 = f64x2.splat(0);
+  let a3 = f64x2.splat(0);
+  let i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    const at = row + (<usize>i << 2);
+    let v0 = f64x2.sub(loadPair(at), m);
+    let v1 = f64x2.sub(loadPair(at + 8), m);
+    let v2 = f64x2.sub(loadPair(at + 16), m);
+    let v3 = f64x2.sub(loadPair(at + 24), m);
+    if (square) {
+      v0 = f64x2.mul(v0, v0);
+      v1 = f64x2.mul(v1, v1);
+      v2 = f64x2.mul(v2, v2);
+      v3 = f64x2.mul(v3, v3);
+    }
+    a0 = f64x2.add(a0, v0);
+    a1 = f64x2.add(a1, v1);
+    a2 = f64x2.add(a2, v2);
+    a3 = f64x2.add(a3, v3);
+  }
+  const a = f64x2.add(f64x2.add(a0, a1), f64x2.add(a2, a3));
+  let sum = f64x2.extract_lane(a, 0) + f64x2.extract_lane(a, 1);
+  for (; i < dim; i++) {
+    const c = <f64>load<f32>(row + (<usize>i << 2)) - mean;
+    sum += square ? c * c : c;
+  }
+  return sum;
+}
+
 /**
- * LayerNorm of each of `rows` rows of x [rows × dim]: mean and variance in float64, then per value
- * n = (x − mean)/√(var + eps) into `normalized` and n·gain + bias into `out` (both f32), √(var + eps) into `scale`.
- * Scalar float64 arithmetic in the same order as the TypeScript loop, so the results are the same.
+ * LayerNorm of each of `rows` rows of x [rows × dim]: mean and variance in float64 (two-lane sums, so within a
+ * rounding of the TypeScript loop's sequential ones), then per value n = (x − mean)/√(var + eps) into `normalized`
+ * and n·gain + bias into `out` (both f32, as the loop computes them), √(var + eps) into `scale`.
  */
 export function layerNorm(x: usize, gain: usize, bias: usize, rows: i32, dim: i32, eps: f64, out: usize, normalized: usize, scale: usize): void {
   for (let r = 0; r < rows; r++) {
-    const row = (<usize>r * <usize>dim) << 2;
-    let sum: f64 = 0;
-    for (let i = 0; i < dim; i++) sum += <f64>load<f32>(x + row + (<usize>i << 2));
-    const mean = sum / <f64>dim;
-    let sq: f64 = 0;
-    for (let i = 0; i < dim; i++) {
-      const c = <f64>load<f32>(x + row + (<usize>i << 2)) - mean;
-      sq += c * c;
-    }
-    const s = Math.sqrt(sq / <f64>dim + eps);
+    const offset = (<usize>r * <usize>dim) << 2;
+    const row = x + offset;
+    const mean = rowSum(row, dim, 0, false) / <f64>dim;
+    const s = Math.sqrt(rowSum(row, dim, mean, true) / <f64>dim + eps);
     store<f32>(scale + (<usize>r << 2), <f32>s);
-    for (let i = 0; i < dim; i++) {
+    const m = f64x2.splat(mean);
+    const sv = f64x2.splat(s);
+    let i = 0;
+    for (; i + 2 <= dim; i += 2) {
       const o = <usize>i << 2;
-      const n = (<f64>load<f32>(x + row + o) - mean) / s;
-      store<f32>(normalized + row + o, <f32>n);
-      store<f32>(out + row + o, <f32>(n * <f64>load<f32>(gain + o) + <f64>load<f32>(bias + o)));
+      const n = f64x2.div(f64x2.sub(loadPair(row + o), m), sv);
+      v128.store64_lane(normalized + offset + o, f32x4.demote_f64x2_zero(n), 0);
+      const y = f64x2.add(f64x2.mul(n, loadPair(gain + o)), loadPair(bias + o));
+      v128.store64_lane(out + offset + o, f32x4.demote_f64x2_zero(y), 0);
+    }
+    for (; i < dim; i++) {
+      const o = <usize>i << 2;
+      const n = (<f64>load<f32>(row + o) - mean) / s;
+      store<f32>(normalized + offset + o, <f32>n);
+      store<f32>(out + offset + o, <f32>(n * <f64>load<f32>(gain + o) + <f64>load<f32>(bias + o)));
     }
   }
 }
@@ -323,23 +362,75 @@ export function add(a: usize, b: usize, out: usize, n: i32): void {
   }
 }
 
+const LOG2E: f64 = 1.4426950408889634;
+// ln 2 split so that k·LN2_HI is exact for the k used here (fdlibm's constants).
+const LN2_HI: f64 = 6.93147180369123816490e-1;
+const LN2_LO: f64 = 1.90821492927058770002e-10;
+
+/**
+ * e^x in both lanes, to within ~1e-14 relative (far below the float32 rounding of a probability): x = k·ln 2 + r with
+ * |r| ≤ ln 2 / 2, e^r by its Taylor series to r¹¹, 2^k put in the exponent bits. Below −708 it returns e^−708
+ * (~3e-308, nothing after a division by a sum ≥ 1 and a float32 rounding); NaN stays NaN.
+ */
+@inline
+function exp2Lanes(x: v128): v128 {
+  x = f64x2.max(x, f64x2.splat(-708));
+  const k = f64x2.nearest(f64x2.mul(x, f64x2.splat(LOG2E)));
+  const r = f64x2.sub(f64x2.sub(x, f64x2.mul(k, f64x2.splat(LN2_HI))), f64x2.mul(k, f64x2.splat(LN2_LO)));
+  let p = f64x2.splat(1.0 / 39916800.0);
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 3628800.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 362880.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 40320.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 5040.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 720.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 120.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 24.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0 / 6.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(0.5));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0));
+  const twoK = i64x2.shl(i64x2.add(i64x2.extend_low_i32x4_s(i32x4.trunc_sat_f64x2_s_zero(k)), i64x2.splat(1023)), 52);
+  return f64x2.mul(p, twoK);
+}
+
+/** Two adjacent floats at `ptr` as float64 lanes. */
+@inline
+function loadPair(ptr: usize): v128 {
+  return f64x2.promote_low_f32x4(v128.load64_zero(ptr));
+}
+
 /**
  * Causal softmax of attention logits in TDB's [query t, key u, head h] layout ([T, T, H]): for every (t, h) over
- * u ≤ t, in float64 like the TypeScript loop; entries above the diagonal are 0.
+ * u ≤ t, in float64 (two heads at a time, with exp2Lanes, within a float32 rounding of the TypeScript loop); entries
+ * above the diagonal are 0. `exps`: scratch for 2·tokens float64 values.
  */
-export function causalSoftmax(logits: usize, tokens: i32, heads: i32, probs: usize): void {
+export function causalSoftmax(logits: usize, tokens: i32, heads: i32, probs: usize, exps: usize): void {
   const T = tokens;
   const H = heads;
+  const step = <usize>H << 2;
   memory.fill(probs, 0, (<usize>T * <usize>T * <usize>H) << 2);
   for (let t = 0; t < T; t++) {
-    for (let h = 0; h < H; h++) {
-      let max: f64 = -Infinity;
-      for (let u = 0; u <= t; u++) max = Math.max(max, <f64>load<f32>(logits + ((<usize>((t * T + u) * H + h)) << 2)));
-      let sum: f64 = 0;
-      for (let u = 0; u <= t; u++) sum += Math.exp(<f64>load<f32>(logits + ((<usize>((t * T + u) * H + h)) << 2)) - max);
-      for (let u = 0; u <= t; u++) {
-        const o = (<usize>((t * T + u) * H + h)) << 2;
-        store<f32>(probs + o, <f32>(Math.exp(<f64>load<f32>(logits + o) - max) / sum));
+    const row = (<usize>t * <usize>T * <usize>H) << 2;
+    for (let h = 0; h < H; h += 2) {
+      // An odd last head fills both lanes with its own logits and stores one.
+      const pair = h + 1 < H;
+      const first = logits + row + (<usize>h << 2);
+      let max = f64x2.splat(-Infinity);
+      let at = first;
+      for (let u = 0; u <= t; u++, at += step) max = f64x2.max(max, pair ? loadPair(at) : f64x2.splat(<f64>load<f32>(at)));
+      let sum = f64x2.splat(0);
+      at = first;
+      for (let u = 0; u <= t; u++, at += step) {
+        const x = exp2Lanes(f64x2.sub(pair ? loadPair(at) : f64x2.splat(<f64>load<f32>(at)), max));
+        v128.store(exps + (<usize>u << 4), x);
+        sum = f64x2.add(sum, x);
+      }
+      let out = probs + row + (<usize>h << 2);
+      for (let u = 0; u <= t; u++, out += step) {
+        const p = f64x2.div(v128.load(exps + (<usize>u << 4)), sum);
+        const f = f32x4.demote_f64x2_zero(p);
+        store<f32>(out, f32x4.extract_lane(f, 0));
+        if (pair) store<f32>(out + 4, f32x4.extract_lane(f, 1));
       }
     }
   }

@@ -78,7 +78,7 @@ interface KernelExports {
     count: number,
     out: number,
   ): number;
-  causalSoftmax(logits: number, tokens: number, heads: number, probs: number): void;
+  causalSoftmax(logits: number, tokens: number, heads: number, probs: number, exps: number): void;
   splitQkv(qkv: number, tokens: number, dim: number, scale: number, q: number, k: number, v: number): void;
 }
 
@@ -413,7 +413,13 @@ export interface ElementwiseKernels {
   geluNew(x: Float32Array): Float32Array;
   /** dy · gelu_new′(x), into a new array. */
   geluNewBackward(x: Float32Array, dy: Float32Array): Float32Array;
-  columnStatistics(values: Float32Array, rows: number, cols: number): ColumnStatistics;
+  /** Into new arrays, or into `into`'s arrays (each at least `cols` long) when given. */
+  columnStatistics(
+    values: Float32Array,
+    rows: number,
+    cols: number,
+    into?: ColumnStatistics,
+  ): ColumnStatistics;
   /**
    * The largest and smallest value of each run of `block` values (block a multiple of 4; the last run may be
    * shorter). NaN never counts, nor does index i where excluded[i] = 1; a run with nothing counted reports −∞ / +∞.
@@ -529,7 +535,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
       if (dy.length < n) throw new RangeError(`geluNewBackward: dy has ${dy.length} elements, needs ${n}`);
       return intoNew(n, (out) => k.geluNewBackward(e.place("ew.x", x, n), e.place("ew.dy", dy, n), out, n));
     },
-    columnStatistics(values, rows, cols) {
+    columnStatistics(values, rows, cols, into) {
       if (
         !Number.isInteger(rows) ||
         !Number.isInteger(cols) ||
@@ -546,12 +552,27 @@ export function wasmElementwise(): ElementwiseKernels | null {
       const positives = max + cols * 4;
       k.columnStats(e.place("ew.x", values, rows * cols), rows, cols, max, sum, sumSq, positives);
       const buffer = e.buffer();
-      const result = {
-        max: new Float32Array(buffer, max, cols).slice(),
-        sum: new Float64Array(buffer, sum, cols).slice(),
-        sumSq: new Float64Array(buffer, sumSq, cols).slice(),
-        positives: new Int32Array(buffer, positives, cols).slice(),
+      const computed = {
+        max: new Float32Array(buffer, max, cols),
+        sum: new Float64Array(buffer, sum, cols),
+        sumSq: new Float64Array(buffer, sumSq, cols),
+        positives: new Int32Array(buffer, positives, cols),
       };
+      let result: ColumnStatistics;
+      if (into) {
+        into.max.set(computed.max);
+        into.sum.set(computed.sum);
+        into.sumSq.set(computed.sumSq);
+        into.positives.set(computed.positives);
+        result = into;
+      } else {
+        result = {
+          max: computed.max.slice(),
+          sum: computed.sum.slice(),
+          sumSq: computed.sumSq.slice(),
+          positives: computed.positives.slice(),
+        };
+      }
       done("ew.x");
       return result;
     },
@@ -620,7 +641,15 @@ export function wasmElementwise(): ElementwiseKernels | null {
     causalSoftmax(logits, tokens, heads) {
       const n = tokens * tokens * heads;
       if (logits.length < n) throw new RangeError(`causalSoftmax: ${logits.length} logits, needs ${n}`);
-      return intoNew(n, (out) => k.causalSoftmax(e.place("ew.x", logits, n), tokens, heads, out));
+      return intoNew(n, (out) =>
+        k.causalSoftmax(
+          e.place("ew.x", logits, n),
+          tokens,
+          heads,
+          out,
+          e.scratchBlock("ew.exps", tokens * 16),
+        ),
+      );
     },
     splitQkv(qkv, tokens, dim, scale) {
       const n = tokens * dim;
