@@ -205,7 +205,7 @@ export class ActivationExtractor {
     const vh = jobArrayUnzeroed(T * Dh);
     const y = jobArrayUnzeroed(T * Dh);
     for (let h = 0; h < H; h++) {
-      for (let u = 0; u < T; u++) vh.set(v.subarray(u * d + h * Dh, u * d + (h + 1) * Dh), u * Dh);
+      for (let u = 0; u < T; u++) for (let i = 0; i < Dh; i++) vh[u * Dh + i] = v[u * d + h * Dh + i];
       this.gemm.nn(vh, grams[h], y, T, Dh, Dh);
       for (let u = 0; u < T; u++) {
         let sq = 0;
