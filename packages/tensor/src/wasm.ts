@@ -477,6 +477,18 @@ export interface ElementwiseKernels {
   ): { q: Float32Array; k: Float32Array; v: Float32Array };
 }
 
+/** Throws unless `values` holds a row-major [rows × cols] matrix. */
+function checkMatrix(kernel: string, values: Float32Array, rows: number, cols: number): void {
+  if (
+    !Number.isInteger(rows) ||
+    !Number.isInteger(cols) ||
+    rows < 0 ||
+    cols < 0 ||
+    values.length < rows * cols
+  )
+    throw new RangeError(`${kernel}: ${values.length} values cannot be ${rows} × ${cols}`);
+}
+
 let elementwise: ElementwiseKernels | null | undefined;
 
 /** The elementwise kernels, or null where WebAssembly SIMD is unavailable (callers then run their own loops). */
@@ -536,14 +548,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
       return intoNew(n, (out) => k.geluNewBackward(e.place("ew.x", x, n), e.place("ew.dy", dy, n), out, n));
     },
     columnStatistics(values, rows, cols, into) {
-      if (
-        !Number.isInteger(rows) ||
-        !Number.isInteger(cols) ||
-        rows < 0 ||
-        cols < 0 ||
-        values.length < rows * cols
-      )
-        throw new RangeError(`columnStatistics: ${values.length} values cannot be ${rows} × ${cols}`);
+      checkMatrix("columnStatistics", values, rows, cols);
       // One block for the outputs: max and positives (4 bytes each), sum and sumSq (8 bytes each), 8-aligned.
       const stats = e.scratchBlock("ew.stats", cols * 24 + 8);
       const sum = stats;
@@ -617,14 +622,7 @@ export function wasmElementwise(): ElementwiseKernels | null {
     gatherColumns(values, rows, cols, columns, out, outOffset) {
       const count = columns.length;
       const n = count * rows;
-      if (
-        !Number.isInteger(rows) ||
-        !Number.isInteger(cols) ||
-        rows < 0 ||
-        cols < 0 ||
-        values.length < rows * cols
-      )
-        throw new RangeError(`gatherColumns: ${values.length} values cannot be ${rows} × ${cols}`);
+      checkMatrix("gatherColumns", values, rows, cols);
       if (!Number.isInteger(outOffset) || outOffset < 0 || outOffset + n > out.length)
         throw new RangeError(`gatherColumns: ${n} values do not fit in ${out.length} from ${outOffset}`);
       if (n === 0) return;
