@@ -51,8 +51,8 @@ export class ActivationExtractor {
   /** The last wanted site in forward order: the pass ends there (the rest of the model is never read). */
   private last: { point: HookPoint; layer: number } | null = null;
   private readonly gemm: Gemm;
-  /** Per layer and head, W_O[h]·W_O[h]ᵀ [Dh, Dh]: ‖v·W_O[h]‖² = v·G·vᵀ needs Dh² per token, not Dh·d. */
-  private readonly outputGram: Float32Array[][] = [];
+  /** Per layer, W_O[h]·W_O[h]ᵀ for each head [H, Dh, Dh]: ‖v·W_O[h]‖² = v·G·vᵀ needs Dh² per token, not Dh·d. */
+  private readonly outputGram: Float32Array[] = [];
 
   constructor(
     private readonly model: Gpt2Model,
@@ -167,13 +167,13 @@ export class ActivationExtractor {
     });
   }
 
-  private headGrams(layer: number): Float32Array[] {
+  private headGrams(layer: number): Float32Array {
     const { nEmbd: d, nHead: H } = this.model.config;
     const Dh = d / H;
     const wO = this.model.weights.layers[layer].attnOutWeight; // [H·Dh, d]
-    const grams: Float32Array[] = [];
+    const grams = allocateF32(H * Dh * Dh);
     for (let h = 0; h < H; h++) {
-      const g = allocateF32(Dh * Dh);
+      const g = grams.subarray(h * Dh * Dh, (h + 1) * Dh * Dh);
       for (let i = 0; i < Dh; i++) {
         for (let j = i; j < Dh; j++) {
           const ri = (h * Dh + i) * d;
@@ -184,7 +184,6 @@ export class ActivationExtractor {
           g[j * Dh + i] = s;
         }
       }
-      grams.push(g);
     }
     return grams;
   }
@@ -202,15 +201,19 @@ export class ActivationExtractor {
     const grams = this.outputGram[layer]; // heads are collated for every layer or none
     // Job arrays: inside collation's pass they are recycled with the pass (observe copies what it keeps).
     const norms = jobArrayUnzeroed(T * H);
-    const vh = jobArrayUnzeroed(T * Dh);
-    const y = jobArrayUnzeroed(T * Dh);
-    for (let h = 0; h < H; h++) {
-      for (let u = 0; u < T; u++) for (let i = 0; i < Dh; i++) vh[u * Dh + i] = v[u * d + h * Dh + i];
-      this.gemm.nn(vh, grams[h], y, T, Dh, Dh);
-      for (let u = 0; u < T; u++) {
-        let sq = 0;
-        for (let i = 0; i < Dh; i++) sq += y[u * Dh + i] * vh[u * Dh + i];
-        norms[u * H + h] = Math.sqrt(Math.max(sq, 0));
+    const kernel = this.gemm.heads;
+    if (kernel) kernel.quadraticNorms(v, grams, norms, T, H, Dh);
+    else {
+      const vh = jobArrayUnzeroed(T * Dh);
+      const y = jobArrayUnzeroed(T * Dh);
+      for (let h = 0; h < H; h++) {
+        for (let u = 0; u < T; u++) for (let i = 0; i < Dh; i++) vh[u * Dh + i] = v[u * d + h * Dh + i];
+        this.gemm.nn(vh, grams.subarray(h * Dh * Dh, (h + 1) * Dh * Dh), y, T, Dh, Dh);
+        for (let u = 0; u < T; u++) {
+          let sq = 0;
+          for (let i = 0; i < Dh; i++) sq += y[u * Dh + i] * vh[u * Dh + i];
+          norms[u * H + h] = Math.sqrt(Math.max(sq, 0));
+        }
       }
     }
     const out = jobArrayUnzeroed(((T * (T + 1)) / 2) * H);

@@ -7,7 +7,10 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { hookKey, seededRandom } from "@tdb/model";
+import { setDefaultGemm } from "@tdb/tensor";
+import { nativeGemm, nativeGemmStatus } from "@tdb/tensor/node";
 import { beforeAll, describe, expect, it } from "vitest";
+import { ActivationExtractor } from "../src/activations.js";
 import {
   type ComponentKind,
   collate,
@@ -186,6 +189,33 @@ describe("collation against a brute-force recomputation", () => {
       store.close();
     }
   });
+
+  it.runIf(nativeGemmStatus().available)(
+    "on the native GEMM (all-heads attention kernels), four sequences in one pass give every neuron's and head's brute-force values",
+    () => {
+      setDefaultGemm(nativeGemm());
+      try {
+        const extractor = new ActivationExtractor(tiny.model);
+        const sequences = [0, 1, 2, 3].map((s) => corpus.tokens.subarray(s * SEQ_LEN, (s + 1) * SEQ_LEN));
+        const values = extractor.runMany(sequences);
+        const { nInner, nHead } = tiny.model.config;
+        extractor.groups.forEach((group, g) => {
+          const size = group.kind === "mlp_neuron" ? nInner : nHead;
+          for (const index of [0, size - 1]) {
+            const brute = bruteForceValues(group.kind, group.layer, index);
+            for (let s = 0; s < sequences.length; s++) {
+              const all = values[s][g];
+              const rows = all.length / group.size;
+              const own = Float32Array.from({ length: rows }, (_, r) => all[r * group.size + index]);
+              expectClose(own, brute[s], `${group.kind}@${group.layer}:${index} sequence ${s}`);
+            }
+          }
+        });
+      } finally {
+        setDefaultGemm(null);
+      }
+    },
+  );
 
   it("records the run in the metadata and lists the component groups", () => {
     const store = openDatasetStore(unsharded, { readonly: true });

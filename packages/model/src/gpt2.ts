@@ -155,19 +155,6 @@ export interface BackwardResult {
   blockInputGradient?: Float32Array | null;
 }
 
-/** Block b of `size` values of x (one sequence's part of a multi-sequence value). */
-function block(x: Float32Array, size: number, b: number): Float32Array {
-  return x.subarray(b * size, (b + 1) * size);
-}
-
-/** f(b) for each of B sequences, concatenated (f(0) itself when B = 1). */
-function perSequence(B: number, size: number, f: (b: number) => Float32Array): Float32Array {
-  if (B === 1) return f(0);
-  const out = jobArray(B * size);
-  for (let b = 0; b < B; b++) out.set(f(b), b * size);
-  return out;
-}
-
 export class Gpt2Model {
   readonly config: Gpt2Architecture;
   readonly weights: Gpt2Weights;
@@ -357,30 +344,10 @@ export class Gpt2Model {
         k = site("attn.k", l, k, [R, H, Dh]);
         v = site("attn.v", l, v, [R, H, Dh]);
         // Per sequence, concatenated ([B·T, T, H] pairs, [B·T, H, Dh] mixed values).
-        const pairs = T * T * H;
-        const rows = T * d;
-        const logits = site(
-          "attn.qk_logits",
-          l,
-          perSequence(B, pairs, (b) =>
-            attentionLogits(block(q, rows, b), block(k, rows, b), shape, this.gemm),
-          ),
-          [R, T, H],
-        );
-        const probs = site(
-          "attn.qk_probs",
-          l,
-          perSequence(B, pairs, (b) => attentionSoftmax(block(logits, pairs, b), shape)),
-          [R, T, H],
-        );
-        const vOut = site(
-          "attn.v_out",
-          l,
-          perSequence(B, rows, (b) =>
-            attentionMix(block(probs, pairs, b), block(v, rows, b), shape, this.gemm),
-          ),
-          [R, H, Dh],
-        );
+        const seqShape: AttentionShape = { ...shape, sequences: B };
+        const logits = site("attn.qk_logits", l, attentionLogits(q, k, seqShape, this.gemm), [R, T, H]);
+        const probs = site("attn.qk_probs", l, attentionSoftmax(logits, seqShape), [R, T, H]);
+        const vOut = site("attn.v_out", l, attentionMix(probs, v, seqShape, this.gemm), [R, H, Dh]);
         let deltaAttn: Float32Array = jobArrayUnzeroed(R * d);
         this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, R, d, d);
         addBiasRows(deltaAttn, lw.attnOutBias, R, d);

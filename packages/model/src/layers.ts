@@ -1,4 +1,4 @@
-import { type Gemm, jobArray, jobArrayUnzeroed, wasmElementwise } from "@tdb/tensor";
+import { type Gemm, type HeadProducts, jobArray, jobArrayUnzeroed, wasmElementwise } from "@tdb/tensor";
 
 /**
  * GPT-2's layers other than the weight products, as forward/backward pairs over explicit row-major buffers (llm.c
@@ -226,6 +226,11 @@ export interface AttentionShape {
   tokens: number;
   heads: number;
   headDim: number;
+  /**
+   * Sequences of `tokens` held one after another (default 1): values [B·T, H, Dh], pairs [B·T, T, H], attention
+   * staying within each. Only the forward functions (logits, softmax, mix) take more than one.
+   */
+  sequences?: number;
 }
 
 /**
@@ -236,6 +241,37 @@ const ATTENTION_GEMM_MIN_TOKENS = 8;
 
 function useGemm(gemm: Gemm | undefined, shape: AttentionShape): gemm is Gemm {
   return gemm !== undefined && shape.tokens >= ATTENTION_GEMM_MIN_TOKENS;
+}
+
+/** The GEMM's all-heads kernels where it has them and the products are large enough for a GEMM. */
+function headProducts(gemm: Gemm | undefined, shape: AttentionShape): HeadProducts | undefined {
+  return useGemm(gemm, shape) ? gemm.heads : undefined;
+}
+
+function sequencesOf(shape: AttentionShape): number {
+  const B = shape.sequences ?? 1;
+  if (!Number.isInteger(B) || B < 1)
+    throw new RangeError(`attention: sequences must be a positive integer, got ${B}`);
+  return B;
+}
+
+/** f on each sequence's part (a one-sequence shape), concatenated; f itself for one sequence. */
+function eachSequence(
+  shape: AttentionShape,
+  size: number,
+  f: (b: number, one: AttentionShape) => Float32Array,
+): Float32Array {
+  const B = sequencesOf(shape);
+  const one = { tokens: shape.tokens, heads: shape.heads, headDim: shape.headDim };
+  if (B === 1) return f(0, one);
+  const out = jobArrayUnzeroed(B * size);
+  for (let b = 0; b < B; b++) out.set(f(b, one), b * size);
+  return out;
+}
+
+/** Sequence b's part of an array holding B equal parts of `size`. */
+function part(x: Float32Array, size: number, b: number): Float32Array {
+  return x.subarray(b * size, (b + 1) * size);
 }
 
 /** Head h of x [T, H, Dh] as a contiguous [T, Dh] block. */
@@ -282,8 +318,8 @@ function causalPairBlock(x: Float32Array, h: number, { tokens: T, heads: H }: At
 
 /**
  * Causal attention logits S[t,u,h] = q[t,h]·k[u,h] for u ≤ t, -Infinity above the diagonal.
- * q, k, v are [T, H, Dh]; the result is TDB's [query, key, head] layout. With a GEMM (and enough tokens) each head
- * is one q_h·k_hᵀ product.
+ * q, k, v are [T, H, Dh]; the result is TDB's [query, key, head] layout. With a GEMM (and enough tokens): its
+ * all-heads kernel where it has one, else one q_h·k_hᵀ product per head.
  */
 export function attentionLogits(
   q: Float32Array,
@@ -291,6 +327,21 @@ export function attentionLogits(
   shape: AttentionShape,
   gemm?: Gemm,
 ): Float32Array {
+  const { tokens: T, heads: H, headDim: Dh } = shape;
+  const B = sequencesOf(shape);
+  const kernel = headProducts(gemm, shape);
+  if (kernel) {
+    const s = jobArrayUnzeroed(B * T * T * H);
+    kernel.causalLogits(q, k, s, B, T, H, Dh);
+    return s;
+  }
+  const rows = T * H * Dh;
+  return eachSequence(shape, T * T * H, (b, one) =>
+    sequenceLogits(part(q, rows, b), part(k, rows, b), one, gemm),
+  );
+}
+
+function sequenceLogits(q: Float32Array, k: Float32Array, shape: AttentionShape, gemm?: Gemm): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
   const s = jobArrayUnzeroed(T * T * H).fill(Number.NEGATIVE_INFINITY);
@@ -319,12 +370,17 @@ export function attentionLogits(
 /** Softmax over keys u ≤ t for every (t, h) (a WebAssembly kernel where it runs, the same float64 arithmetic). */
 export function attentionSoftmax(logits: Float32Array, shape: AttentionShape): Float32Array {
   const kernels = wasmElementwise();
-  if (kernels) return kernels.causalSoftmax(logits, shape.tokens, shape.heads);
+  if (kernels) return kernels.causalSoftmax(logits, shape.tokens, shape.heads, sequencesOf(shape));
   return attentionSoftmaxLoop(logits, shape);
 }
 
 /** attentionSoftmax in plain TypeScript. */
 export function attentionSoftmaxLoop(logits: Float32Array, shape: AttentionShape): Float32Array {
+  const pairs = shape.tokens * shape.tokens * shape.heads;
+  return eachSequence(shape, pairs, (b, one) => sequenceSoftmax(part(logits, pairs, b), one));
+}
+
+function sequenceSoftmax(logits: Float32Array, shape: AttentionShape): Float32Array {
   const { tokens: T, heads: H } = shape;
   const p = jobArray(T * T * H);
   for (let t = 0; t < T; t++) {
@@ -342,13 +398,29 @@ export function attentionSoftmaxLoop(logits: Float32Array, shape: AttentionShape
   return p;
 }
 
-/** vOut[t,h,:] = Σ_u P[t,u,h]·v[u,h,:] (with a GEMM: P_h·v_h per head). */
+/** vOut[t,h,:] = Σ_u P[t,u,h]·v[u,h,:] (with a GEMM: its all-heads kernel, else P_h·v_h per head). */
 export function attentionMix(
   probs: Float32Array,
   v: Float32Array,
   shape: AttentionShape,
   gemm?: Gemm,
 ): Float32Array {
+  const { tokens: T, heads: H, headDim: Dh } = shape;
+  const B = sequencesOf(shape);
+  const kernel = headProducts(gemm, shape);
+  if (kernel) {
+    const out = jobArrayUnzeroed(B * T * H * Dh);
+    kernel.causalMix(probs, v, out, B, T, H, Dh);
+    return out;
+  }
+  const pairs = T * T * H;
+  const rows = T * H * Dh;
+  return eachSequence(shape, rows, (b, one) =>
+    sequenceMix(part(probs, pairs, b), part(v, rows, b), one, gemm),
+  );
+}
+
+function sequenceMix(probs: Float32Array, v: Float32Array, shape: AttentionShape, gemm?: Gemm): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const d = H * Dh;
   if (useGemm(gemm, shape)) {

@@ -400,13 +400,27 @@ function loadPair(ptr: usize): v128 {
 }
 
 /**
- * Causal softmax of attention logits in TDB's [query t, key u, head h] layout ([T, T, H]): for every (t, h) over
- * u ≤ t, in float64 (two heads at a time, with exp2Lanes, within a float32 rounding of the TypeScript loop); entries
+ * Causal softmax of attention logits in TDB's [query t, key u, head h] layout, for `sequences` [T, T, H] blocks one
+ * after another: for every (t, h) over u ≤ t, in float64 (two heads at a time, with exp2Lanes, within a float32 rounding of the TypeScript loop); entries
  * above the diagonal are 0. `exps`: scratch for 2·tokens float64 values.
  */
-export function causalSoftmax(logits: usize, tokens: i32, heads: i32, probs: usize, exps: usize): void {
+export function causalSoftmax(
+  logits: usize,
+  sequences: i32,
+  tokens: i32,
+  heads: i32,
+  probs: usize,
+  exps: usize,
+): void {
   const T = tokens;
   const H = heads;
+  const pairBytes = (<usize>T * <usize>T * <usize>H) << 2;
+  for (let b = 0; b < sequences; b++) {
+    causalSoftmaxOne(logits + <usize>b * pairBytes, T, H, probs + <usize>b * pairBytes, exps);
+  }
+}
+
+function causalSoftmaxOne(logits: usize, T: i32, H: i32, probs: usize, exps: usize): void {
   const step = <usize>H << 2;
   memory.fill(probs, 0, (<usize>T * <usize>T * <usize>H) << 2);
   for (let t = 0; t < T; t++) {

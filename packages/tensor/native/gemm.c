@@ -14,6 +14,7 @@
 #include <node_api.h>
 #include <pthread.h>
 
+#include "heads.h"
 #include "napi-args.h"
 #include "screen.h"
 #include <stddef.h>
@@ -634,6 +635,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, 4, props);
   screenRegister(env, exports);
+  headsRegister(env, exports);
   return exports;
 }
 

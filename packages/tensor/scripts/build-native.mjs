@@ -10,8 +10,8 @@ import { fileURLToPath } from "node:url";
 
 const nativeDir = join(dirname(fileURLToPath(import.meta.url)), "..", "native");
 const output = join(nativeDir, "build", "Release", "tdb_gemm.node");
-const sources = ["gemm.c", "screen.c", "screen.h", "napi-args.h", "binding.gyp"].map((name) =>
-  join(nativeDir, name),
+const sources = ["gemm.c", "screen.c", "screen.h", "heads.c", "heads.h", "napi-args.h", "binding.gyp"].map(
+  (name) => join(nativeDir, name),
 );
 const required = process.env.TDB_REQUIRE_NATIVE_GEMM === "1";
 

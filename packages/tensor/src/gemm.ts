@@ -60,6 +60,48 @@ export interface Gemm {
     count: number,
     skip: Uint8Array | null,
   ): RowExtremes | null;
+  /** Optional: attention's per-head products in its own layouts, every head and sequence in one call. */
+  heads?: HeadProducts;
+}
+
+/**
+ * Attention's per-head products over B sequences of T tokens, H heads of Dh dimensions: q, k, v and mixed values
+ * are [B·T, H, Dh] (one sequence after another), attention pairs [B·T, T, H] (query, key, head). Every array must
+ * hold what its shape says.
+ */
+export interface HeadProducts {
+  /** out[b,t,u,h] = q[b,t,h,:]·k[b,u,h,:] for keys u ≤ t, −∞ for u > t. */
+  causalLogits(
+    q: Float32Array,
+    k: Float32Array,
+    out: Float32Array,
+    sequences: number,
+    tokens: number,
+    heads: number,
+    headDim: number,
+  ): void;
+  /** out[b,t,h,:] = Σ_{u ≤ t} probs[b,t,u,h]·v[b,u,h,:] (entries above the diagonal are never read). */
+  causalMix(
+    probs: Float32Array,
+    v: Float32Array,
+    out: Float32Array,
+    sequences: number,
+    tokens: number,
+    heads: number,
+    headDim: number,
+  ): void;
+  /**
+   * out[r,h] = √(x[r,h,:]·G_h·x[r,h,:]ᵀ) for x [R, H, Dh] and grams [H, Dh, Dh] (0 where rounding makes the form
+   * negative): with G_h = W_h·W_hᵀ, the norm of x[r,h,:]·W_h without forming it.
+   */
+  quadraticNorms(
+    x: Float32Array,
+    grams: Float32Array,
+    out: Float32Array,
+    rows: number,
+    heads: number,
+    headDim: number,
+  ): void;
 }
 
 const constantOperands = new WeakSet<Float32Array>();

@@ -2,7 +2,13 @@ import type { Gemm } from "./gemm.js";
 import { referenceGemm } from "./reference.js";
 import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
-export { declareConstant, type Gemm, isDeclaredConstant, type RowExtremes } from "./gemm.js";
+export {
+  declareConstant,
+  type Gemm,
+  type HeadProducts,
+  isDeclaredConstant,
+  type RowExtremes,
+} from "./gemm.js";
 export {
   ArrayRecycler,
   type ArrayStore,
@@ -44,6 +50,9 @@ const forwardingGemm: Gemm = {
   tn: (at, b, c, m, k, n, accumulate) => currentDefaultGemm().tn(at, b, c, m, k, n, accumulate),
   ntExtremes: (a, bt, m, k, n, count, skip) =>
     currentDefaultGemm().ntExtremes?.(a, bt, m, k, n, count, skip) ?? null,
+  get heads() {
+    return currentDefaultGemm().heads;
+  },
 };
 
 /**

@@ -78,7 +78,14 @@ interface KernelExports {
     count: number,
     out: number,
   ): number;
-  causalSoftmax(logits: number, tokens: number, heads: number, probs: number, exps: number): void;
+  causalSoftmax(
+    logits: number,
+    sequences: number,
+    tokens: number,
+    heads: number,
+    probs: number,
+    exps: number,
+  ): void;
   splitQkv(qkv: number, tokens: number, dim: number, scale: number, q: number, k: number, v: number): void;
 }
 
@@ -466,8 +473,11 @@ export interface ElementwiseKernels {
     out: Float32Array,
     outOffset: number,
   ): void;
-  /** Causal softmax of [T, T, H] attention logits over keys u ≤ t (0 above the diagonal), into a new array. */
-  causalSoftmax(logits: Float32Array, tokens: number, heads: number): Float32Array;
+  /**
+   * Causal softmax of [T, T, H] attention logits over keys u ≤ t (0 above the diagonal), into a new array; with
+   * `sequences`, that many such blocks one after another ([B·T, T, H]).
+   */
+  causalSoftmax(logits: Float32Array, tokens: number, heads: number, sequences?: number): Float32Array;
   /** q, k, v [T × d] from fused qkv [T × 3d], q and k times `scale` (float32 products), in new arrays. */
   splitQkv(
     qkv: Float32Array,
@@ -636,12 +646,15 @@ export function wasmElementwise(): ElementwiseKernels | null {
       done("ew.x", "ew.out");
       if (bad >= 0) throw new RangeError(`gatherColumns: column ${columns[bad]} is outside [0, ${cols})`);
     },
-    causalSoftmax(logits, tokens, heads) {
-      const n = tokens * tokens * heads;
+    causalSoftmax(logits, tokens, heads, sequences = 1) {
+      if (!Number.isInteger(sequences) || sequences < 1)
+        throw new RangeError(`causalSoftmax: sequences must be a positive integer, got ${sequences}`);
+      const n = sequences * tokens * tokens * heads;
       if (logits.length < n) throw new RangeError(`causalSoftmax: ${logits.length} logits, needs ${n}`);
       return intoNew(n, (out) =>
         k.causalSoftmax(
           e.place("ew.x", logits, n),
+          sequences,
           tokens,
           heads,
           out,

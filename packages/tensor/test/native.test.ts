@@ -227,3 +227,111 @@ describe.skipIf(!status.available)("nativeGemm on declared-constant operands", (
     expect(expected.filter((x) => x === Number.POSITIVE_INFINITY).length).toBe(2);
   });
 });
+
+describe.skipIf(!status.available)("nativeGemm's all-heads kernels", () => {
+  const heads = () => {
+    const kernels = nativeGemm().heads;
+    if (!kernels) throw new Error("the native GEMM has no all-heads kernels");
+    return kernels;
+  };
+
+  it("quadraticNorms: √(x·G·xᵀ) per row and head within float32 rounding of float64, at every head size path", () => {
+    for (const Dh of [3, 8, 64, 75]) {
+      const R = 5;
+      const H = 2;
+      const x = Float32Array.from({ length: R * H * Dh }, () => random() * 2 - 1);
+      // G = W·Wᵀ (positive semi-definite), so the form is ‖x·W‖².
+      const W = Float32Array.from({ length: H * Dh * 7 }, () => random() * 2 - 1);
+      const grams = new Float32Array(H * Dh * Dh);
+      for (let h = 0; h < H; h++)
+        for (let i = 0; i < Dh; i++)
+          for (let j = 0; j < Dh; j++) {
+            let s = 0;
+            for (let c = 0; c < 7; c++) s += W[(h * Dh + i) * 7 + c] * W[(h * Dh + j) * 7 + c];
+            grams[(h * Dh + i) * Dh + j] = s;
+          }
+      const out = new Float32Array(R * H);
+      heads().quadraticNorms(x, grams, out, R, H, Dh);
+      for (let r = 0; r < R; r++)
+        for (let h = 0; h < H; h++) {
+          let sq = 0;
+          for (let c = 0; c < 7; c++) {
+            let y = 0;
+            for (let i = 0; i < Dh; i++) y += x[(r * H + h) * Dh + i] * W[(h * Dh + i) * 7 + c];
+            sq += y * y;
+          }
+          expect(out[r * H + h]).toBeCloseTo(Math.sqrt(sq), 4);
+        }
+    }
+  });
+
+  it("quadraticNorms: a negative form gives 0 and NaN stays NaN", () => {
+    const Dh = 4;
+    const grams = new Float32Array(2 * Dh * Dh);
+    for (let i = 0; i < Dh; i++) {
+      grams[i * Dh + i] = -1; // head 0: −I
+      grams[Dh * Dh + i * Dh + i] = 1; // head 1: I
+    }
+    const x = Float32Array.from([1, 2, 3, 4, Number.NaN, 0, 0, 0]);
+    const out = new Float32Array(2);
+    heads().quadraticNorms(x, grams, out, 1, 2, Dh);
+    expect(out[0]).toBe(0);
+    expect(out[1]).toBeNaN();
+  });
+
+  it("causalLogits and causalMix never read above the diagonal and fill it with −∞ (logits)", () => {
+    const [T, H, Dh] = [9, 2, 3];
+    const q = Float32Array.from({ length: T * H * Dh }, () => random());
+    const k = q.slice();
+    const out = new Float32Array(T * T * H).fill(7);
+    heads().causalLogits(q, k, out, 1, T, H, Dh);
+    for (let t = 0; t < T; t++)
+      for (let u = 0; u < T; u++)
+        for (let h = 0; h < H; h++) {
+          const value = out[(t * T + u) * H + h];
+          if (u > t) expect(value).toBe(Number.NEGATIVE_INFINITY);
+          else {
+            let s = 0;
+            for (let i = 0; i < Dh; i++) s += q[(t * H + h) * Dh + i] * k[(u * H + h) * Dh + i];
+            expect(value).toBeCloseTo(s, 5);
+          }
+        }
+    // Probabilities above the diagonal are NaN here: a kernel that read them would spread NaN.
+    const probs = new Float32Array(T * T * H).fill(Number.NaN);
+    for (let t = 0; t < T; t++)
+      for (let u = 0; u <= t; u++) for (let h = 0; h < H; h++) probs[(t * T + u) * H + h] = 1;
+    const mixed = new Float32Array(T * H * Dh);
+    heads().causalMix(probs, q, mixed, 1, T, H, Dh);
+    expect(mixed.every(Number.isFinite)).toBe(true);
+    // Row t is the sum of v over keys 0…t.
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Dh; i++) {
+        let s = 0;
+        for (let t = 0; t < T; t++) {
+          s += q[(t * H + h) * Dh + i];
+          expect(mixed[(t * H + h) * Dh + i]).toBeCloseTo(s, 5);
+        }
+      }
+  });
+
+  it("refuse shapes that are not positive integers and arrays shorter than their shape, in TypeScript and in the addon", () => {
+    const x = new Float32Array(64);
+    expect(() => heads().causalLogits(x, x, x, 1, 0, 1, 1)).toThrow(/must be positive integers/);
+    expect(() => heads().causalMix(x, x, x, 1, 2.5, 1, 1)).toThrow(/must be positive integers/);
+    expect(() => heads().causalLogits(x, x, new Float32Array(10), 1, 4, 1, 1)).toThrow(
+      /out has 10 values, its shape needs 16/,
+    );
+    expect(() => heads().quadraticNorms(x, new Float32Array(3), x, 1, 1, 2)).toThrow(/grams has 3 values/);
+    const addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as {
+      causalLogits(...args: unknown[]): void;
+      causalMix(...args: unknown[]): void;
+      quadraticNorms(...args: unknown[]): void;
+    };
+    expect(() => addon.causalLogits(x, x, new Float32Array(10), 1, 4, 1, 1)).toThrow(
+      /shorter than its shape/,
+    );
+    expect(() => addon.causalMix(x, x, x, 1, -4, 1, 1)).toThrow(/positive B, T, H and Dh/);
+    expect(() => addon.quadraticNorms(x, [1, 2], x, 1, 1, 1)).toThrow(/must be Float32Arrays/);
+    expect(() => addon.causalMix(x, x, x)).toThrow(/expected \(probs, v, out, B, T, H, Dh\)/);
+  });
+});

@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { type Gemm, gemmFromOp, isDeclaredConstant, type RowExtremes } from "../gemm.js";
+import { type Gemm, gemmFromOp, type HeadProducts, isDeclaredConstant, type RowExtremes } from "../gemm.js";
 import { DEFAULT_MIN_FLOPS } from "./threaded.js";
 
 interface Addon {
@@ -46,6 +46,32 @@ interface Addon {
     skip: Uint8Array | null,
     threads: number,
   ): RowExtremes | null;
+  causalLogits(
+    q: Float32Array,
+    k: Float32Array,
+    out: Float32Array,
+    sequences: number,
+    tokens: number,
+    heads: number,
+    headDim: number,
+  ): void;
+  causalMix(
+    probs: Float32Array,
+    v: Float32Array,
+    out: Float32Array,
+    sequences: number,
+    tokens: number,
+    heads: number,
+    headDim: number,
+  ): void;
+  quadraticNorms(
+    x: Float32Array,
+    grams: Float32Array,
+    out: Float32Array,
+    rows: number,
+    heads: number,
+    headDim: number,
+  ): void;
 }
 
 /** Where build-native.mjs leaves the addon (the same path from src/node and dist/node). */
@@ -129,7 +155,43 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
           return screenedExtremes(native, a, bt, m, k, n, count, skip, split);
         }
       : undefined,
+    heads: headProducts(native),
     threads,
+  };
+}
+
+/** Attention's per-head products (native/heads.c), on the calling thread: one layer's are ~10⁷ FLOPs. */
+function headProducts(native: Addon): HeadProducts {
+  const checkShape = (kernel: string, dims: readonly number[]) => {
+    if (!dims.every((n) => Number.isInteger(n) && n >= 1 && n < 2 ** 31))
+      throw new RangeError(`${kernel}: shape ${dims.join(" × ")} must be positive integers`);
+  };
+  const checkLength = (kernel: string, name: string, array: Float32Array, needed: number) => {
+    if (array.length < needed)
+      throw new RangeError(`${kernel}: ${name} has ${array.length} values, its shape needs ${needed}`);
+  };
+  return {
+    causalLogits(q, k, out, B, T, H, Dh) {
+      checkShape("causalLogits", [B, T, H, Dh]);
+      checkLength("causalLogits", "q", q, B * T * H * Dh);
+      checkLength("causalLogits", "k", k, B * T * H * Dh);
+      checkLength("causalLogits", "out", out, B * T * T * H);
+      native.causalLogits(q, k, out, B, T, H, Dh);
+    },
+    causalMix(probs, v, out, B, T, H, Dh) {
+      checkShape("causalMix", [B, T, H, Dh]);
+      checkLength("causalMix", "probs", probs, B * T * T * H);
+      checkLength("causalMix", "v", v, B * T * H * Dh);
+      checkLength("causalMix", "out", out, B * T * H * Dh);
+      native.causalMix(probs, v, out, B, T, H, Dh);
+    },
+    quadraticNorms(x, grams, out, R, H, Dh) {
+      checkShape("quadraticNorms", [R, H, Dh]);
+      checkLength("quadraticNorms", "x", x, R * H * Dh);
+      checkLength("quadraticNorms", "grams", grams, H * Dh * Dh);
+      checkLength("quadraticNorms", "out", out, R * H);
+      native.quadraticNorms(x, grams, out, R, H, Dh);
+    },
   };
 }
 
