@@ -346,7 +346,7 @@ export class Gpt2Model {
         // Per sequence, concatenated ([B·T, T, H] pairs, [B·T, H, Dh] mixed values).
         const seqShape: AttentionShape = { ...shape, sequences: B };
         const logits = site("attn.qk_logits", l, attentionLogits(q, k, seqShape, this.gemm), [R, T, H]);
-        const probs = site("attn.qk_probs", l, attentionSoftmax(logits, seqShape), [R, T, H]);
+        const probs = site("attn.qk_probs", l, attentionSoftmax(logits, seqShape, this.gemm), [R, T, H]);
         const vOut = site("attn.v_out", l, attentionMix(probs, v, seqShape, this.gemm), [R, H, Dh]);
         let deltaAttn: Float32Array = jobArrayUnzeroed(R * d);
         this.gemm.nn(vOut, lw.attnOutWeight, deltaAttn, R, d, d);
@@ -362,7 +362,7 @@ export class Gpt2Model {
         this.gemm.nn(h2, lw.fcWeight, pre, R, d, F);
         addBiasRows(pre, lw.fcBias, R, F);
         pre = site("mlp.pre_act", l, pre, [R, F]);
-        const post = site("mlp.post_act", l, activationForward(this.activation, pre), [R, F]);
+        const post = site("mlp.post_act", l, activationForward(this.activation, pre, this.gemm), [R, F]);
         let deltaMlp: Float32Array = jobArrayUnzeroed(R * d);
         this.gemm.nn(post, lw.projWeight, deltaMlp, R, F, d);
         addBiasRows(deltaMlp, lw.projBias, R, d);

@@ -1,4 +1,4 @@
-import { type Gemm, type HeadProducts, jobArray, jobArrayUnzeroed, wasmElementwise } from "@tdb/tensor";
+import { type Gemm, type HeadKernels, jobArray, jobArrayUnzeroed, wasmElementwise } from "@tdb/tensor";
 
 /**
  * GPT-2's layers other than the weight products, as forward/backward pairs over explicit row-major buffers (llm.c
@@ -101,8 +101,15 @@ export type Activation = "gelu_new" | "gelu" | "relu";
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-export function activationForward(kind: Activation, x: Float32Array): Float32Array {
-  // gelu_new in float32 SIMD where WebAssembly runs (as PyTorch computes it, in float32); the loop below otherwise.
+export function activationForward(kind: Activation, x: Float32Array, gemm?: Gemm): Float32Array {
+  // gelu_new in float32 SIMD (as PyTorch computes it, in float32): the engine's kernel where it has one (the same
+  // bits), else WebAssembly's where it runs; the loop below otherwise.
+  const native = kind === "gelu_new" ? gemm?.activations : undefined;
+  if (native) {
+    const y = jobArrayUnzeroed(x.length);
+    native.geluNew(x, y);
+    return y;
+  }
   const kernels = kind === "gelu_new" ? wasmElementwise() : null;
   if (kernels) return kernels.geluNew(x);
   return activationForwardLoop(kind, x);
@@ -244,7 +251,7 @@ function useGemm(gemm: Gemm | undefined, shape: AttentionShape): gemm is Gemm {
 }
 
 /** The GEMM's all-heads kernels where it has them and the products are large enough for a GEMM. */
-function headProducts(gemm: Gemm | undefined, shape: AttentionShape): HeadProducts | undefined {
+function headKernels(gemm: Gemm | undefined, shape: AttentionShape): HeadKernels | undefined {
   return useGemm(gemm, shape) ? gemm.heads : undefined;
 }
 
@@ -329,7 +336,7 @@ export function attentionLogits(
 ): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const B = sequencesOf(shape);
-  const kernel = headProducts(gemm, shape);
+  const kernel = headKernels(gemm, shape);
   if (kernel) {
     const s = jobArrayUnzeroed(B * T * T * H);
     kernel.causalLogits(q, k, s, B, T, H, Dh);
@@ -367,8 +374,18 @@ function sequenceLogits(q: Float32Array, k: Float32Array, shape: AttentionShape,
   return s;
 }
 
-/** Softmax over keys u ≤ t for every (t, h) (a WebAssembly kernel where it runs, the same float64 arithmetic). */
-export function attentionSoftmax(logits: Float32Array, shape: AttentionShape): Float32Array {
+/**
+ * Softmax over keys u ≤ t for every (t, h): the engine's kernel where it has one, else a WebAssembly kernel where
+ * it runs (both the same float64 operations, bit for bit), else the loop.
+ */
+export function attentionSoftmax(logits: Float32Array, shape: AttentionShape, gemm?: Gemm): Float32Array {
+  const native = gemm?.heads;
+  if (native) {
+    const B = sequencesOf(shape);
+    const probs = jobArrayUnzeroed(B * shape.tokens * shape.tokens * shape.heads);
+    native.causalSoftmax(logits, probs, B, shape.tokens, shape.heads);
+    return probs;
+  }
   const kernels = wasmElementwise();
   if (kernels) return kernels.causalSoftmax(logits, shape.tokens, shape.heads, sequencesOf(shape));
   return attentionSoftmaxLoop(logits, shape);
@@ -407,7 +424,7 @@ export function attentionMix(
 ): Float32Array {
   const { tokens: T, heads: H, headDim: Dh } = shape;
   const B = sequencesOf(shape);
-  const kernel = headProducts(gemm, shape);
+  const kernel = headKernels(gemm, shape);
   if (kernel) {
     const out = jobArrayUnzeroed(B * T * H * Dh);
     kernel.causalMix(probs, v, out, B, T, H, Dh);

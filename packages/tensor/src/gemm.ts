@@ -60,16 +60,23 @@ export interface Gemm {
     count: number,
     skip: Uint8Array | null,
   ): RowExtremes | null;
-  /** Optional: attention's per-head products in its own layouts, every head and sequence in one call. */
-  heads?: HeadProducts;
+  /** Optional: attention's per-head kernels in its own layouts, every head and sequence in one call. */
+  heads?: HeadKernels;
+  /** Optional: activation functions, as the WebAssembly elementwise kernels compute them, bit for bit. */
+  activations?: ActivationKernels;
+}
+
+export interface ActivationKernels {
+  /** out = gelu_new(x) elementwise (x.length values; out at least as long). */
+  geluNew(x: Float32Array, out: Float32Array): void;
 }
 
 /**
- * Attention's per-head products over B sequences of T tokens, H heads of Dh dimensions: q, k, v and mixed values
+ * Attention's per-head kernels over B sequences of T tokens, H heads of Dh dimensions: q, k, v and mixed values
  * are [B·T, H, Dh] (one sequence after another), attention pairs [B·T, T, H] (query, key, head). Every array must
  * hold what its shape says.
  */
-export interface HeadProducts {
+export interface HeadKernels {
   /** out[b,t,u,h] = q[b,t,h,:]·k[b,u,h,:] for keys u ≤ t, −∞ for u > t. */
   causalLogits(
     q: Float32Array,
@@ -79,6 +86,17 @@ export interface HeadProducts {
     tokens: number,
     heads: number,
     headDim: number,
+  ): void;
+  /**
+   * out[b,t,·,h] = softmax of logits[b,t,u,h] over keys u ≤ t, 0 above the diagonal: float64 arithmetic, the same
+   * operations as the WebAssembly causalSoftmax kernel, bit for bit.
+   */
+  causalSoftmax(
+    logits: Float32Array,
+    out: Float32Array,
+    sequences: number,
+    tokens: number,
+    heads: number,
   ): void;
   /** out[b,t,h,:] = Σ_{u ≤ t} probs[b,t,u,h]·v[b,u,h,:] (entries above the diagonal are never read). */
   causalMix(

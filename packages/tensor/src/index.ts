@@ -3,9 +3,10 @@ import { referenceGemm } from "./reference.js";
 import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
 export {
+  type ActivationKernels,
   declareConstant,
   type Gemm,
-  type HeadProducts,
+  type HeadKernels,
   isDeclaredConstant,
   type RowExtremes,
 } from "./gemm.js";
@@ -52,6 +53,9 @@ const forwardingGemm: Gemm = {
     currentDefaultGemm().ntExtremes?.(a, bt, m, k, n, count, skip) ?? null,
   get heads() {
     return currentDefaultGemm().heads;
+  },
+  get activations() {
+    return currentDefaultGemm().activations;
   },
 };
 

@@ -1,6 +1,6 @@
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
-import { declareConstant, referenceGemm } from "../src/index.js";
+import { declareConstant, referenceGemm, wasmElementwise } from "../src/index.js";
 import {
   fastestGemm,
   NATIVE_ADDON_PATH,
@@ -334,4 +334,50 @@ describe.skipIf(!status.available)("nativeGemm's all-heads kernels", () => {
     expect(() => addon.quadraticNorms(x, [1, 2], x, 1, 1, 1)).toThrow(/must be Float32Arrays/);
     expect(() => addon.causalMix(x, x, x)).toThrow(/expected \(probs, v, out, B, T, H, Dh\)/);
   });
+});
+
+describe.skipIf(!status.available)("nativeGemm's softmax and GELU: the WebAssembly kernels' bits", () => {
+  const kernels = wasmElementwise();
+
+  it.runIf(kernels !== null)(
+    "causalSoftmax equals the WebAssembly kernel bit for bit, NaN, −∞ and wide logits included",
+    () => {
+      const native = nativeGemm().heads!;
+      for (const [B, T, H] of [
+        [1, 64, 12],
+        [3, 13, 5],
+        [2, 7, 3],
+        [1, 9, 1],
+      ]) {
+        const logits = Float32Array.from({ length: B * T * T * H }, () => (random() - 0.5) * 600);
+        logits[H] = Number.NaN; // row 1, key 0
+        logits[2 * T * H + 1] = Number.NEGATIVE_INFINITY;
+        logits[2 * T * H + H] = -5000;
+        const out = new Float32Array(B * T * T * H).fill(9);
+        native.causalSoftmax(logits, out, B, T, H);
+        const want = kernels!.causalSoftmax(logits, T, H, B);
+        for (let i = 0; i < want.length; i++)
+          if (!Object.is(out[i], want[i])) expect([i, out[i]]).toEqual([i, want[i]]);
+      }
+    },
+  );
+
+  it.runIf(kernels !== null)(
+    "geluNew equals the WebAssembly kernel bit for bit, in the tails and at every length",
+    () => {
+      const native = nativeGemm().activations!;
+      for (const n of [1, 3, 4, 7, 8, 13, 3072]) {
+        const x = Float32Array.from({ length: n }, () => (random() - 0.5) * 40);
+        if (n > 3) x.set([15, -12, Number.NaN]);
+        const out = new Float32Array(n);
+        native.geluNew(x, out);
+        const want = kernels!.geluNew(x);
+        for (let i = 0; i < n; i++)
+          if (!Object.is(out[i], want[i])) expect([n, i, out[i]]).toEqual([n, i, want[i]]);
+      }
+      expect(() => native.geluNew(new Float32Array(4), new Float32Array(3))).toThrow(
+        /out has 3 values, x has 4/,
+      );
+    },
+  );
 });

@@ -4,7 +4,14 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { type Gemm, gemmFromOp, type HeadProducts, isDeclaredConstant, type RowExtremes } from "../gemm.js";
+import {
+  type ActivationKernels,
+  type Gemm,
+  gemmFromOp,
+  type HeadKernels,
+  isDeclaredConstant,
+  type RowExtremes,
+} from "../gemm.js";
 import { DEFAULT_MIN_FLOPS } from "./threaded.js";
 
 interface Addon {
@@ -72,6 +79,14 @@ interface Addon {
     heads: number,
     headDim: number,
   ): void;
+  causalSoftmax(
+    logits: Float32Array,
+    probs: Float32Array,
+    sequences: number,
+    tokens: number,
+    heads: number,
+  ): void;
+  geluNew(x: Float32Array, y: Float32Array): void;
 }
 
 /** Where build-native.mjs leaves the addon (the same path from src/node and dist/node). */
@@ -155,13 +170,14 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
           return screenedExtremes(native, a, bt, m, k, n, count, skip, split);
         }
       : undefined,
-    heads: headProducts(native),
+    heads: headKernels(native),
+    activations: activationKernels(native),
     threads,
   };
 }
 
-/** Attention's per-head products (native/heads.c), on the calling thread: one layer's are ~10⁷ FLOPs. */
-function headProducts(native: Addon): HeadProducts {
+/** Attention's per-head kernels (native/heads.c), on the calling thread: one layer's are ~10⁷ FLOPs. */
+function headKernels(native: Addon): HeadKernels {
   const checkShape = (kernel: string, dims: readonly number[]) => {
     if (!dims.every((n) => Number.isInteger(n) && n >= 1 && n < 2 ** 31))
       throw new RangeError(`${kernel}: shape ${dims.join(" × ")} must be positive integers`);
@@ -177,6 +193,12 @@ function headProducts(native: Addon): HeadProducts {
       checkLength("causalLogits", "k", k, B * T * H * Dh);
       checkLength("causalLogits", "out", out, B * T * T * H);
       native.causalLogits(q, k, out, B, T, H, Dh);
+    },
+    causalSoftmax(logits, out, B, T, H) {
+      checkShape("causalSoftmax", [B, T, H]);
+      checkLength("causalSoftmax", "logits", logits, B * T * T * H);
+      checkLength("causalSoftmax", "out", out, B * T * T * H);
+      native.causalSoftmax(logits, out, B, T, H);
     },
     causalMix(probs, v, out, B, T, H, Dh) {
       checkShape("causalMix", [B, T, H, Dh]);
@@ -284,4 +306,15 @@ function screenedExtremes(
   }
   if (entry === null) return null;
   return native.screenExtremes(a, m, k, bt, n, entry.packed, entry.info, count, skip, threads);
+}
+
+/** GELU (native/heads.c, the WebAssembly kernel's operations at 8 lanes). */
+function activationKernels(native: Addon): ActivationKernels {
+  return {
+    geluNew(x, out) {
+      if (out.length < x.length)
+        throw new RangeError(`geluNew: out has ${out.length} values, x has ${x.length}`);
+      native.geluNew(x, out);
+    },
+  };
 }
