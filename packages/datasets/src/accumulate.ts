@@ -7,7 +7,7 @@
  * - sums are folded per sequence into a 2^-32 fixed-point integer held in two doubles, so adding them is exact and
  *   the order of sequences (or shards) cannot change a bit.
  */
-import { type ColumnStatistics, wasmArrayStore, wasmElementwise } from "@tdb/tensor";
+import { type ColumnStatistics, defaultGemm, wasmArrayStore, wasmElementwise } from "@tdb/tensor";
 import { type GroupSpec, KIND_ID, positionsPerSequence } from "./components.js";
 
 /** Size of one chunk of pending values (see GroupAccumulator.arena). */
@@ -352,7 +352,9 @@ export class GroupAccumulator {
     const P = this.positions;
     const n = this.size;
     const E = this.entriesPerChunk;
-    const kernels = wasmElementwise();
+    // The engine's gathering kernel where it has one, else WebAssembly's (the same copy), else the loop.
+    const native = defaultGemm().kernels;
+    const kernels = native ? null : wasmElementwise();
     let j = 0;
     while (j < count) {
       const entry = this.arenaEntries;
@@ -361,7 +363,8 @@ export class GroupAccumulator {
       const out = this.arena[chunk];
       const first = entry - chunk * E;
       const take = Math.min(count - j, E - first);
-      if (kernels) kernels.gatherColumns(values, P, n, columns.subarray(j, j + take), out, first * P);
+      if (native) native.gatherColumns(values, P, n, columns.subarray(j, j + take), out, first * P);
+      else if (kernels) kernels.gatherColumns(values, P, n, columns.subarray(j, j + take), out, first * P);
       else {
         for (let i = 0; i < take; i++) {
           const c = columns[j + i];
@@ -387,21 +390,21 @@ export class GroupAccumulator {
     let ssum = this.seqSum;
     let ssq = this.seqSq;
     let spos: Float64Array | Int32Array = this.seqPositives;
-    const kernels = wasmElementwise();
-    if (kernels) {
-      // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8).
+    const native = defaultGemm().kernels;
+    const kernels = native ? null : wasmElementwise();
+    if (native || kernels) {
+      // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8):
+      // the engine's where it has one, else WebAssembly's (the same bits).
       this.kernelStatistics ??= {
         max: new Float32Array(n),
         sum: new Float64Array(n),
         sumSq: new Float64Array(n),
         positives: new Int32Array(n),
       };
-      ({
-        max: smax,
-        sum: ssum,
-        sumSq: ssq,
-        positives: spos,
-      } = kernels.columnStatistics(values, P, n, this.kernelStatistics));
+      const into = this.kernelStatistics;
+      if (native) native.columnStatistics(values, P, n, into);
+      else kernels?.columnStatistics(values, P, n, into);
+      ({ max: smax, sum: ssum, sumSq: ssq, positives: spos } = into);
     } else {
       smax.fill(Number.NEGATIVE_INFINITY);
       ssum.fill(0);

@@ -1,4 +1,6 @@
 /** The merge-exact building blocks: slot sets under a total order, and order-independent fixed-point sums. */
+import { defaultGemm, setDefaultGemm } from "@tdb/tensor";
+import { nativeGemm, nativeGemmStatus } from "@tdb/tensor/node";
 import { describe, expect, it } from "vitest";
 import { componentStatistics, GroupAccumulator, mergeStatistics, SlotSet } from "../src/index.js";
 
@@ -104,5 +106,43 @@ describe("statistics", () => {
     expect(stats.mean).toBeCloseTo(values.reduce((a, b) => a + b) / 8, 6);
     expect(stats.max).toBe(Math.fround(9e5));
     expect(stats.activationFrequency).toBe(6 / 8);
+  });
+});
+
+describe.runIf(nativeGemmStatus().available)("on the native engine's kernels", () => {
+  it("statistics and kept values equal those of the WebAssembly kernels bit for bit", () => {
+    const spec = { kind: "mlp_neuron" as const, layer: 0, size: 37 };
+    const P = 11;
+    let state = 3;
+    const sequence = () =>
+      Float32Array.from({ length: P * spec.size }, (_, i) => {
+        state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+        if (i === 40) return Number.NaN;
+        if (i === 41) return -0;
+        return ((state / 2 ** 32 - 0.5) * 10) ** 3;
+      });
+    const sequences = Array.from({ length: 6 }, sequence);
+    const run = () => {
+      const acc = new GroupAccumulator(spec, P, 3, 2, 9);
+      const kept: number[][] = [];
+      sequences.forEach((values, seq) => {
+        acc.observe(seq, values);
+        const { top, random } = acc.takeChanges();
+        for (const e of [...top.inserts, ...random.inserts]) kept.push([e.index, e.seq, ...e.values]);
+      });
+      const { stats } = acc;
+      acc.dispose();
+      return { kept, stats: [stats.max, stats.positives, stats.sumHi, stats.sumLo, stats.sqHi, stats.sqLo] };
+    };
+    const wasm = run();
+    setDefaultGemm(nativeGemm());
+    try {
+      expect(defaultGemm().kernels).toBeDefined();
+      const native = run();
+      expect(native.kept).toEqual(wasm.kept);
+      native.stats.forEach((values, i) => expect([...values]).toEqual([...wasm.stats[i]]));
+    } finally {
+      setDefaultGemm(null);
+    }
   });
 });

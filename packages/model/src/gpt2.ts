@@ -333,7 +333,7 @@ export class Gpt2Model {
       for (let l = 0; l < nLayer; l++) {
         const lw = w.layers[l];
         // Attention block.
-        const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, R, d, eps);
+        const ln1 = layerNormForward(x, lw.ln1Gain, lw.ln1Bias, R, d, eps, this.gemm);
         readOnlySite("attn_ln.scale", l, ln1.saved.scale);
         const h1 = site("resid.post_attn_ln", l, ln1.out, [R, d]);
         const qkv = jobArrayUnzeroed(R * 3 * d);
@@ -355,7 +355,7 @@ export class Gpt2Model {
         x = site("resid.post_attn", l, sum(x, deltaAttn), [R, d]);
 
         // MLP block.
-        const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, R, d, eps);
+        const ln2 = layerNormForward(x, lw.ln2Gain, lw.ln2Bias, R, d, eps, this.gemm);
         readOnlySite("mlp_ln.scale", l, ln2.saved.scale);
         const h2 = site("resid.post_mlp_ln", l, ln2.out, [R, d]);
         let pre: Float32Array = jobArrayUnzeroed(R * F);
@@ -371,7 +371,7 @@ export class Gpt2Model {
         savedLayers.push({ ln1: ln1.saved, ln2: ln2.saved });
       }
 
-      const lnF = layerNormForward(x, w.lnFGain, w.lnFBias, R, d, eps);
+      const lnF = layerNormForward(x, w.lnFGain, w.lnFBias, R, d, eps, this.gemm);
       readOnlySite("resid.ln_f.scale", null, lnF.saved.scale);
       const hF = site("resid.post_ln_f", null, lnF.out, [R, d]);
       const logitRows = options.logitRows ? [...options.logitRows] : Array.from({ length: R }, (_, t) => t);

@@ -20,8 +20,18 @@ export function layerNormForward(
   rows: number,
   dim: number,
   eps: number,
+  gemm?: Gemm,
 ): { out: Float32Array; saved: LayerNormSaved } {
-  // The same float64 arithmetic as a WebAssembly kernel where it runs (V8 makes ~8 ns a value of the loop below).
+  // The same float64 arithmetic as a WebAssembly kernel where it runs (V8 makes ~8 ns a value of the loop below),
+  // or the engine's kernel with the same bits.
+  const native = gemm?.kernels;
+  if (native) {
+    const out = jobArrayUnzeroed(rows * dim);
+    const normalized = jobArrayUnzeroed(rows * dim);
+    const scale = jobArrayUnzeroed(rows);
+    native.layerNorm(x, gain, bias, rows, dim, eps, out, normalized, scale);
+    return { out, saved: { normalized, scale } };
+  }
   const kernels = wasmElementwise();
   if (kernels) {
     const { out, normalized, scale } = kernels.layerNorm(x, gain, bias, rows, dim, eps);
@@ -104,7 +114,7 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 export function activationForward(kind: Activation, x: Float32Array, gemm?: Gemm): Float32Array {
   // gelu_new in float32 SIMD (as PyTorch computes it, in float32): the engine's kernel where it has one (the same
   // bits), else WebAssembly's where it runs; the loop below otherwise.
-  const native = kind === "gelu_new" ? gemm?.activations : undefined;
+  const native = kind === "gelu_new" ? gemm?.kernels : undefined;
   if (native) {
     const y = jobArrayUnzeroed(x.length);
     native.geluNew(x, y);

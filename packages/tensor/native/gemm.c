@@ -14,6 +14,7 @@
 #include <node_api.h>
 #include <pthread.h>
 
+#include "elementwise.h"
 #include "heads.h"
 #include "napi-args.h"
 #include "screen.h"
@@ -636,6 +637,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_define_properties(env, exports, 4, props);
   screenRegister(env, exports);
   headsRegister(env, exports);
+  elementwiseRegister(env, exports);
   return exports;
 }
 

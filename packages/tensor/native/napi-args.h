@@ -27,4 +27,11 @@ static inline int intArgs(napi_env env, const napi_value *args, const int *which
   return 1;
 }
 
+// 1 if each of the n values is at least 1.
+static inline int allPositive(const int32_t *v, int n) {
+  for (int i = 0; i < n; i++)
+    if (v[i] < 1) return 0;
+  return 1;
+}
+
 #endif

@@ -10,9 +10,17 @@ import { fileURLToPath } from "node:url";
 
 const nativeDir = join(dirname(fileURLToPath(import.meta.url)), "..", "native");
 const output = join(nativeDir, "build", "Release", "tdb_gemm.node");
-const sources = ["gemm.c", "screen.c", "screen.h", "heads.c", "heads.h", "napi-args.h", "binding.gyp"].map(
-  (name) => join(nativeDir, name),
-);
+const sources = [
+  "gemm.c",
+  "screen.c",
+  "screen.h",
+  "heads.c",
+  "heads.h",
+  "elementwise.c",
+  "elementwise.h",
+  "napi-args.h",
+  "binding.gyp",
+].map((name) => join(nativeDir, name));
 const required = process.env.TDB_REQUIRE_NATIVE_GEMM === "1";
 
 function skip(reason) {

@@ -1,3 +1,5 @@
+import type { ColumnStatistics } from "./wasm.js";
+
 /**
  * Candidates for the largest and smallest entries of each row of a product, each with its exact value (see
  * Gemm.ntExtremes).
@@ -62,13 +64,43 @@ export interface Gemm {
   ): RowExtremes | null;
   /** Optional: attention's per-head kernels in its own layouts, every head and sequence in one call. */
   heads?: HeadKernels;
-  /** Optional: activation functions, as the WebAssembly elementwise kernels compute them, bit for bit. */
-  activations?: ActivationKernels;
+  /**
+   * Optional: elementwise kernels that give the WebAssembly ones' results bit for bit, faster, writing into arrays
+   * the caller provides.
+   */
+  kernels?: EngineKernels;
 }
 
-export interface ActivationKernels {
+/** Results equal those of the same-named WebAssembly kernels (ElementwiseKernels) bit for bit. */
+export interface EngineKernels {
   /** out = gelu_new(x) elementwise (x.length values; out at least as long). */
   geluNew(x: Float32Array, out: Float32Array): void;
+  /** LayerNorm of `rows` rows of x [rows × dim] into out and normalized [rows × dim] and scale [rows]. */
+  layerNorm(
+    x: Float32Array,
+    gain: Float32Array,
+    bias: Float32Array,
+    rows: number,
+    dim: number,
+    eps: number,
+    out: Float32Array,
+    normalized: Float32Array,
+    scale: Float32Array,
+  ): void;
+  /** Per-column statistics of a row-major [rows × cols] matrix, into `into`'s arrays (each at least `cols` long). */
+  columnStatistics(values: Float32Array, rows: number, cols: number, into: ColumnStatistics): void;
+  /**
+   * Columns `columns` of a row-major [rows × cols] matrix one after another ([columns.length × rows]) into out from
+   * outOffset; throws (copying nothing) for a column outside [0, cols).
+   */
+  gatherColumns(
+    values: Float32Array,
+    rows: number,
+    cols: number,
+    columns: Int32Array,
+    out: Float32Array,
+    outOffset: number,
+  ): void;
 }
 
 /**

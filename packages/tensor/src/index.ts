@@ -3,8 +3,8 @@ import { referenceGemm } from "./reference.js";
 import { isWasmGemmAvailable, wasmGemm } from "./wasm.js";
 
 export {
-  type ActivationKernels,
   declareConstant,
+  type EngineKernels,
   type Gemm,
   type HeadKernels,
   isDeclaredConstant,
@@ -54,8 +54,8 @@ const forwardingGemm: Gemm = {
   get heads() {
     return currentDefaultGemm().heads;
   },
-  get activations() {
-    return currentDefaultGemm().activations;
+  get kernels() {
+    return currentDefaultGemm().kernels;
   },
 };
 

@@ -365,7 +365,7 @@ describe.skipIf(!status.available)("nativeGemm's softmax and GELU: the WebAssemb
   it.runIf(kernels !== null)(
     "geluNew equals the WebAssembly kernel bit for bit, in the tails and at every length",
     () => {
-      const native = nativeGemm().activations!;
+      const native = nativeGemm().kernels!;
       for (const n of [1, 3, 4, 7, 8, 13, 3072]) {
         const x = Float32Array.from({ length: n }, () => (random() - 0.5) * 40);
         if (n > 3) x.set([15, -12, Number.NaN]);
@@ -381,3 +381,111 @@ describe.skipIf(!status.available)("nativeGemm's softmax and GELU: the WebAssemb
     },
   );
 });
+
+describe.skipIf(!status.available)(
+  "nativeGemm's LayerNorm, column statistics and gathering: the WebAssembly kernels' bits",
+  () => {
+    const kernels = wasmElementwise();
+    const native = () => nativeGemm().kernels!;
+    const same = (got: ArrayLike<number>, want: ArrayLike<number>) => {
+      expect(got.length).toBe(want.length);
+      for (let i = 0; i < want.length; i++)
+        if (!Object.is(got[i], want[i])) expect([i, got[i]]).toEqual([i, want[i]]);
+    };
+
+    it.runIf(kernels !== null)("layerNorm at widths with and without runs of 8", () => {
+      for (const [rows, dim] of [
+        [6, 768],
+        [5, 37],
+        [3, 8],
+        [2, 1],
+      ]) {
+        const x = Float32Array.from({ length: rows * dim }, () => random() * 20 - 7);
+        const gain = Float32Array.from({ length: dim }, () => random() - 0.5);
+        const bias = Float32Array.from({ length: dim }, () => random() - 0.5);
+        const want = kernels!.layerNorm(x, gain, bias, rows, dim, 1e-5);
+        const out = new Float32Array(rows * dim);
+        const normalized = new Float32Array(rows * dim);
+        const scale = new Float32Array(rows);
+        native().layerNorm(x, gain, bias, rows, dim, 1e-5, out, normalized, scale);
+        same(out, want.out);
+        same(normalized, want.normalized);
+        same(scale, want.scale);
+      }
+      expect(() =>
+        native().layerNorm(
+          new Float32Array(8),
+          new Float32Array(4),
+          new Float32Array(4),
+          2,
+          4,
+          1e-5,
+          new Float32Array(8),
+          new Float32Array(7),
+          new Float32Array(2),
+        ),
+      ).toThrow(/operands too short/);
+    });
+
+    it.runIf(kernels !== null)(
+      "columnStatistics with NaN, ±∞ and −0, at 16-column blocks and odd widths",
+      () => {
+        for (const [rows, cols] of [
+          [64, 48],
+          [9, 37],
+          [3, 5],
+        ]) {
+          const values = Float32Array.from({ length: rows * cols }, () => (random() - 0.5) * 100);
+          values.set([Number.NaN, Number.POSITIVE_INFINITY, -0, Number.NEGATIVE_INFINITY], 1);
+          values[cols + 1] = 3;
+          const want = kernels!.columnStatistics(values, rows, cols);
+          const got = {
+            max: new Float32Array(cols),
+            sum: new Float64Array(cols),
+            sumSq: new Float64Array(cols),
+            positives: new Int32Array(cols),
+          };
+          native().columnStatistics(values, rows, cols, got);
+          same(got.max, want.max);
+          same(got.sum, want.sum);
+          same(got.sumSq, want.sumSq);
+          same(got.positives, want.positives);
+        }
+        expect(() =>
+          native().columnStatistics(new Float32Array(6), 2, 3, {
+            max: new Float32Array(3),
+            sum: new Float64Array(2),
+            sumSq: new Float64Array(3),
+            positives: new Int32Array(3),
+          }),
+        ).toThrow(/fewer than 3 values/);
+      },
+    );
+
+    it.runIf(kernels !== null)(
+      "gatherColumns: runs of 8, repeats, singles, any row count; bad columns copy nothing",
+      () => {
+        for (const rows of [1, 8, 13]) {
+          const cols = 40;
+          const values = Float32Array.from({ length: rows * cols }, () => random());
+          const columns = Int32Array.from([
+            8, 9, 10, 11, 12, 13, 14, 15, 3, 3, 39, 0, 1, 2, 3, 4, 5, 6, 7, 20, 22,
+          ]);
+          const want = new Float32Array(columns.length * rows + 3).fill(-1);
+          kernels!.gatherColumns(values, rows, cols, columns, want, 3);
+          const got = new Float32Array(columns.length * rows + 3).fill(-1);
+          native().gatherColumns(values, rows, cols, columns, got, 3);
+          same(got, want);
+        }
+        const out = new Float32Array(8).fill(5);
+        expect(() => native().gatherColumns(new Float32Array(8), 2, 4, Int32Array.of(1, 4), out, 0)).toThrow(
+          /column 4 is outside \[0, 4\)/,
+        );
+        expect([...out]).toEqual(new Array(8).fill(5));
+        expect(() => native().gatherColumns(new Float32Array(8), 2, 4, Int32Array.of(1), out, 7)).toThrow(
+          /do not fit/,
+        );
+      },
+    );
+  },
+);

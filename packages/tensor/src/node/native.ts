@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import {
-  type ActivationKernels,
+  type EngineKernels,
   type Gemm,
   gemmFromOp,
   type HeadKernels,
@@ -87,6 +87,35 @@ interface Addon {
     heads: number,
   ): void;
   geluNew(x: Float32Array, y: Float32Array): void;
+  layerNorm(
+    x: Float32Array,
+    gain: Float32Array,
+    bias: Float32Array,
+    rows: number,
+    dim: number,
+    eps: number,
+    out: Float32Array,
+    normalized: Float32Array,
+    scale: Float32Array,
+  ): void;
+  columnStatistics(
+    values: Float32Array,
+    rows: number,
+    cols: number,
+    max: Float32Array,
+    sum: Float64Array,
+    sumSq: Float64Array,
+    positives: Int32Array,
+  ): void;
+  /** −1, or the position in `columns` of a column outside [0, cols) (nothing copied then). */
+  gatherColumns(
+    values: Float32Array,
+    rows: number,
+    cols: number,
+    columns: Int32Array,
+    out: Float32Array,
+    outOffset: number,
+  ): number;
 }
 
 /** Where build-native.mjs leaves the addon (the same path from src/node and dist/node). */
@@ -171,7 +200,7 @@ export function nativeGemm(options: NativeGemmOptions = {}): NativeGemm {
         }
       : undefined,
     heads: headKernels(native),
-    activations: activationKernels(native),
+    kernels: engineKernels(native),
     threads,
   };
 }
@@ -308,13 +337,50 @@ function screenedExtremes(
   return native.screenExtremes(a, m, k, bt, n, entry.packed, entry.info, count, skip, threads);
 }
 
-/** GELU (native/heads.c, the WebAssembly kernel's operations at 8 lanes). */
-function activationKernels(native: Addon): ActivationKernels {
+/** Elementwise kernels (native/elementwise.c, the WebAssembly kernels' operations at 4 to 8 lanes). */
+function engineKernels(native: Addon): EngineKernels {
+  const checkMatrix = (kernel: string, values: Float32Array, rows: number, cols: number) => {
+    if (
+      !(Number.isInteger(rows) && Number.isInteger(cols) && rows >= 0 && cols >= 0 && rows * cols < 2 ** 31)
+    )
+      throw new RangeError(`${kernel}: ${rows} × ${cols} is not a matrix shape`);
+    if (values.length < rows * cols)
+      throw new RangeError(`${kernel}: ${values.length} values cannot be ${rows} × ${cols}`);
+  };
   return {
     geluNew(x, out) {
       if (out.length < x.length)
         throw new RangeError(`geluNew: out has ${out.length} values, x has ${x.length}`);
       native.geluNew(x, out);
+    },
+    layerNorm(x, gain, bias, rows, dim, eps, out, normalized, scale) {
+      checkMatrix("layerNorm", x, rows, dim);
+      if (dim < 1) throw new RangeError("layerNorm: dim must be at least 1");
+      const n = rows * dim;
+      if (
+        gain.length < dim ||
+        bias.length < dim ||
+        out.length < n ||
+        normalized.length < n ||
+        scale.length < rows
+      )
+        throw new RangeError(`layerNorm: operands too short for ${rows} × ${dim}`);
+      native.layerNorm(x, gain, bias, rows, dim, eps, out, normalized, scale);
+    },
+    columnStatistics(values, rows, cols, into) {
+      checkMatrix("columnStatistics", values, rows, cols);
+      const { max, sum, sumSq, positives } = into;
+      if (max.length < cols || sum.length < cols || sumSq.length < cols || positives.length < cols)
+        throw new RangeError(`columnStatistics: an output holds fewer than ${cols} values`);
+      native.columnStatistics(values, rows, cols, max, sum, sumSq, positives);
+    },
+    gatherColumns(values, rows, cols, columns, out, outOffset) {
+      checkMatrix("gatherColumns", values, rows, cols);
+      const n = columns.length * rows;
+      if (!Number.isInteger(outOffset) || outOffset < 0 || outOffset + n > out.length)
+        throw new RangeError(`gatherColumns: ${n} values do not fit in ${out.length} from ${outOffset}`);
+      const bad = native.gatherColumns(values, rows, cols, columns, out, outOffset);
+      if (bad >= 0) throw new RangeError(`gatherColumns: column ${columns[bad]} is outside [0, ${cols})`);
     },
   };
 }
