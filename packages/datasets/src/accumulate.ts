@@ -26,6 +26,13 @@ const arenaReclaimer = new FinalizationRegistry<Float32Array[]>((chunks) => {
 /** One unit of the fixed-point sums, 2^32 per 1.0. */
 const FIX = 2 ** 32;
 
+/** A copy of `list` twice as long. */
+function grown(list: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> {
+  const out = new Int32Array(2 * list.length);
+  out.set(list);
+  return out;
+}
+
 /** a is better than b: smaller key, then smaller sequence index. */
 function better(keyA: number, seqA: number, keyB: number, seqB: number): boolean {
   return keyA < keyB || (keyA === keyB && seqA < seqB);
@@ -48,8 +55,11 @@ export class SlotSet {
   readonly keys: Float64Array;
   readonly seqs: Int32Array;
   readonly fill: Int32Array;
-  /** Slot (0..capacity-1) of each full component's worst entry. */
-  private readonly worst: Int32Array;
+  /**
+   * Per component, its filled slots (0..capacity-1) as a binary heap, worst entry first: replacing the worst of a
+   * full set costs ~log₂ k comparisons instead of a scan of all k.
+   */
+  private readonly heap: Int32Array;
   /** Per slot: the arena entry holding its values while not yet written, else -1. */
   private readonly pendingEntry: Int32Array;
   /**
@@ -58,7 +68,9 @@ export class SlotSet {
    */
   private pendingSlots = new Int32Array(1024);
   private pendingCount = 0;
-  private deletes: ExampleDelete[] = [];
+  /** Written entries dropped since the last takeChanges(), as (component, sequence) pairs: typed, as above. */
+  private deleted = new Int32Array(1024);
+  private deletedCount = 0;
 
   constructor(
     readonly size: number,
@@ -67,7 +79,7 @@ export class SlotSet {
     this.keys = new Float64Array(size * capacity);
     this.seqs = new Int32Array(size * capacity).fill(-1);
     this.fill = new Int32Array(size);
-    this.worst = new Int32Array(size);
+    this.heap = new Int32Array(size * capacity);
     this.pendingEntry = new Int32Array(size * capacity).fill(-1);
   }
 
@@ -75,43 +87,72 @@ export class SlotSet {
     const k = this.capacity;
     if (k === 0) return false;
     if (this.fill[index] < k) return true;
-    const w = index * k + this.worst[index];
+    const w = index * k + this.heap[index * k];
     return better(key, seq, this.keys[w], this.seqs[w]);
   }
 
   /** Adds an entry `accepts` allowed, its values in arena entry `entry` (-1: already stored, when resuming). */
   insert(index: number, key: number, seq: number, entry: number): void {
     const k = this.capacity;
+    const base = index * k;
     let slot: number;
+    let filling = false;
     if (this.fill[index] < k) {
-      slot = index * k + this.fill[index]++;
+      filling = true;
+      slot = base + this.fill[index]++;
     } else {
-      slot = index * k + this.worst[index];
+      slot = base + this.heap[base];
       // An entry dropped before it was written needs no delete.
-      if (this.pendingEntry[slot] < 0) this.deletes.push({ index, seq: this.seqs[slot] });
+      if (this.pendingEntry[slot] < 0) {
+        if (2 * this.deletedCount === this.deleted.length) this.deleted = grown(this.deleted);
+        this.deleted[2 * this.deletedCount] = index;
+        this.deleted[2 * this.deletedCount + 1] = this.seqs[slot];
+        this.deletedCount++;
+      }
     }
     this.keys[slot] = key;
     this.seqs[slot] = seq;
     this.pendingEntry[slot] = entry;
     if (entry >= 0) {
-      if (this.pendingCount === this.pendingSlots.length) {
-        const grown = new Int32Array(2 * this.pendingSlots.length);
-        grown.set(this.pendingSlots);
-        this.pendingSlots = grown;
-      }
+      if (this.pendingCount === this.pendingSlots.length) this.pendingSlots = grown(this.pendingSlots);
       this.pendingSlots[this.pendingCount++] = slot;
     }
-    if (this.fill[index] === k) this.updateWorst(index);
+    if (filling) this.siftUp(base, this.fill[index] - 1, slot - base);
+    else this.siftDown(base, this.fill[index]);
   }
 
-  private updateWorst(index: number): void {
-    const k = this.capacity;
-    const base = index * k;
-    let w = 0;
-    for (let j = 1; j < k; j++) {
-      if (better(this.keys[base + w], this.seqs[base + w], this.keys[base + j], this.seqs[base + j])) w = j;
+  /** Slot a of the component at `base` holds a worse entry than slot b. */
+  private worse(base: number, a: number, b: number): boolean {
+    return better(this.keys[base + b], this.seqs[base + b], this.keys[base + a], this.seqs[base + a]);
+  }
+
+  /** Puts slot `slot` at heap position `at` and moves it up past better parents. */
+  private siftUp(base: number, at: number, slot: number): void {
+    const heap = this.heap;
+    let p = at;
+    while (p > 0) {
+      const parent = (p - 1) >> 1;
+      if (!this.worse(base, slot, heap[base + parent])) break;
+      heap[base + p] = heap[base + parent];
+      p = parent;
     }
-    this.worst[index] = w;
+    heap[base + p] = slot;
+  }
+
+  /** Moves the root (just given a new entry) down past worse children, in a heap of `count` slots. */
+  private siftDown(base: number, count: number): void {
+    const heap = this.heap;
+    const slot = heap[base];
+    let p = 0;
+    for (;;) {
+      let child = 2 * p + 1;
+      if (child >= count) break;
+      if (child + 1 < count && this.worse(base, heap[base + child + 1], heap[base + child])) child++;
+      if (!this.worse(base, heap[base + child], slot)) break;
+      heap[base + p] = heap[base + child];
+      p = child;
+    }
+    heap[base + p] = slot;
   }
 
   /** Entries accepted and entries dropped since the last call (only those already written are deleted). */
@@ -133,9 +174,11 @@ export class SlotSet {
         values: valuesOf(entry),
       });
     }
-    const deletes = this.deletes;
+    const deletes: ExampleDelete[] = [];
+    for (let i = 0; i < this.deletedCount; i++)
+      deletes.push({ index: this.deleted[2 * i], seq: this.deleted[2 * i + 1] });
     this.pendingCount = 0;
-    this.deletes = [];
+    this.deletedCount = 0;
     return { inserts, deletes };
   }
 
