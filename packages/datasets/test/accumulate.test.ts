@@ -38,6 +38,34 @@ describe("slot sets", () => {
   });
 });
 
+describe("slot sets against brute force", () => {
+  it("hold the best k of a random stream, with ties broken by sequence, for several k", () => {
+    let state = 11;
+    const next = () => {
+      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+      return state;
+    };
+    for (const k of [1, 2, 5, 8]) {
+      const size = 3;
+      const set = new SlotSet(size, k);
+      const seen: { key: number; seq: number }[][] = Array.from({ length: size }, () => []);
+      for (let seq = 0; seq < 300; seq++) {
+        for (let c = 0; c < size; c++) {
+          // Few distinct keys, so ties (decided by the sequence) are common.
+          const key = (next() % 17) - 8;
+          seen[c].push({ key, seq });
+          if (set.accepts(c, key, seq)) set.insert(c, key, seq, seq);
+        }
+        if (seq % 50 === 49) set.takeChanges(() => new Float32Array(0));
+      }
+      for (let c = 0; c < size; c++) {
+        const best = seen[c].sort((a, b) => a.key - b.key || a.seq - b.seq).slice(0, k);
+        expect(set.entries(c)).toEqual(best);
+      }
+    }
+  });
+});
+
 describe("pending values", () => {
   it("are each accepted component's column of its sequence, across arena chunks and after a commit", () => {
     const spec = { kind: "mlp_neuron" as const, layer: 0, size: 5 };
