@@ -420,34 +420,30 @@ export class GroupAccumulator {
     }
   }
 
-  /** Folds in one sequence: `values` is [positions, size], position-major. */
-  observe(seq: number, values: Float32Array): void {
+  /** foldColumnStatistics of the engine kernels, here: per-column statistics of one sequence, then the folds. */
+  private foldStatistics(values: Float32Array): void {
     const n = this.size;
     const P = this.positions;
-    if (values.length !== P * n) {
-      throw new RangeError(
-        `${this.spec.kind}@${this.spec.layer}: got ${values.length} values, expected ${P}×${n}`,
-      );
-    }
     let smax = this.seqMax;
     let ssum = this.seqSum;
     let ssq = this.seqSq;
     let spos: Float64Array | Int32Array = this.seqPositives;
-    const native = defaultGemm().kernels;
-    const kernels = native ? null : wasmElementwise();
-    if (native || kernels) {
-      // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8):
-      // the engine's where it has one, else WebAssembly's (the same bits).
+    const kernels = wasmElementwise();
+    if (kernels) {
+      // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8).
       this.kernelStatistics ??= {
         max: new Float32Array(n),
         sum: new Float64Array(n),
         sumSq: new Float64Array(n),
         positives: new Int32Array(n),
       };
-      const into = this.kernelStatistics;
-      if (native) native.columnStatistics(values, P, n, into);
-      else kernels?.columnStatistics(values, P, n, into);
-      ({ max: smax, sum: ssum, sumSq: ssq, positives: spos } = into);
+      ({
+        max: smax,
+        sum: ssum,
+        sumSq: ssq,
+        positives: spos,
+      } = kernels.columnStatistics(values, P, n, this.kernelStatistics));
+      this.seqMax.set(smax);
     } else {
       smax.fill(Number.NEGATIVE_INFINITY);
       ssum.fill(0);
@@ -465,16 +461,36 @@ export class GroupAccumulator {
       }
     }
     const st = this.stats;
-    st.count += P;
-    const seqMix = sequenceHashMix(seq);
-    // Accepted components take arena entries in column order; their values are copied after the loop, in one go.
-    const accepted = this.accepted;
-    let count = 0;
     for (let c = 0; c < n; c++) {
       if (smax[c] > st.max[c]) st.max[c] = smax[c];
       st.positives[c] += spos[c];
       addFixed(st.sumHi, st.sumLo, c, ssum[c]);
       addFixed(st.sqHi, st.sqLo, c, ssq[c]);
+    }
+  }
+
+  /** Folds in one sequence: `values` is [positions, size], position-major. */
+  observe(seq: number, values: Float32Array): void {
+    const n = this.size;
+    const P = this.positions;
+    if (values.length !== P * n) {
+      throw new RangeError(
+        `${this.spec.kind}@${this.spec.layer}: got ${values.length} values, expected ${P}×${n}`,
+      );
+    }
+    const st = this.stats;
+    st.count += P;
+    const smax = this.seqMax;
+    const native = defaultGemm().kernels;
+    // Maxima, counts and sums of this sequence folded into the running statistics (see addFixed): the engine's
+    // kernel where it has one (the same bits), else here.
+    if (native) native.foldColumnStatistics(values, P, n, smax, st);
+    else this.foldStatistics(values);
+    const seqMix = sequenceHashMix(seq);
+    // Accepted components take arena entries in column order; their values are copied after the loop, in one go.
+    const accepted = this.accepted;
+    let count = 0;
+    for (let c = 0; c < n; c++) {
       const topKey = -smax[c];
       const h = sampleHash(this.hashBase[c], seqMix);
       const inTop = this.top.accepts(c, topKey, seq);

@@ -150,6 +150,13 @@ describe.runIf(nativeGemmStatus().available)("on the native engine's kernels", (
         return ((state / 2 ** 32 - 0.5) * 10) ** 3;
       });
     const sequences = Array.from({ length: 6 }, sequence);
+    // Columns whose sums fall exactly halfway between 2^-32 units (11 rows × odd multiples of 2^-33): rounded half
+    // up, −5.5 units to −5.
+    for (let p = 0; p < P; p++) {
+      sequences[0][p * spec.size + 5] = 2 ** -33;
+      sequences[0][p * spec.size + 6] = -(2 ** -33);
+      sequences[0][p * spec.size + 7] = 3 * 2 ** -33;
+    }
     const run = () => {
       const acc = new GroupAccumulator(spec, P, 3, 2, 9);
       const kept: number[][] = [];

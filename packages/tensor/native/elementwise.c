@@ -288,6 +288,45 @@ AVX2 static void columnStatistics(const float *values, int rows, int cols, float
   }
 }
 
+// 2^32: fixed-point units per 1.0 of the running sums.
+static const double FIX = 4294967296.0;
+
+// (hi, lo) += value in 2^-32 fixed point, as the TypeScript addFixed does it, operation for operation: q =
+// Math.round(value·2^32) (halves up), split into whole units and a remainder in [0, 2^32). Non-finite values are
+// skipped. Every operation is exact but the final hi + whole, so the result does not depend on the order of values.
+static inline void addFixed(double *hi, double *lo, double value) {
+  if (!isfinite(value)) return;
+  const double x = value * FIX;
+  double q = floor(x);
+  if (x - q >= 0.5) q += 1;  // Math.round: x − floor(x) is exact
+  const double whole = floor(q / FIX);
+  double l = *lo + (q - whole * FIX);
+  double h = *hi + whole;
+  if (l >= FIX) {
+    l -= FIX;
+    h += 1;
+  }
+  *hi = h;
+  *lo = l;
+}
+
+// One sequence's values [rows × cols] folded into running per-column statistics: each column's max over the rows
+// into seqMax, and into the running max (a NaN never wins), count of values > 0, and float64 sum and sum of squares
+// added to the running fixed-point sums. `scratch` holds 3·cols doubles (sums, sums of squares, and the counts).
+AVX2 static void foldColumnStatistics(const float *values, int rows, int cols, float *seqMax, float *runMax,
+                                      double *runPositives, double *sumHi, double *sumLo, double *sqHi, double *sqLo,
+                                      double *scratch) {
+  double *sum = scratch, *sumSq = scratch + cols;
+  int32_t *positives = (int32_t *)(scratch + 2 * cols);
+  columnStatistics(values, rows, cols, seqMax, sum, sumSq, positives);
+  for (int c = 0; c < cols; c++) {
+    if (seqMax[c] > runMax[c]) runMax[c] = seqMax[c];
+    runPositives[c] += positives[c];
+    addFixed(&sumHi[c], &sumLo[c], sum[c]);
+    addFixed(&sqHi[c], &sqLo[c], sumSq[c]);
+  }
+}
+
 // 8×8 block transpose in registers (rows r0…r7 in, columns out in place).
 AVX2 static inline void transpose8(__m256 *r) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -498,6 +537,40 @@ static napi_value GatherColumnsJs(napi_env env, napi_callback_info info) {
 #endif
 }
 
+// foldColumnStatistics(values, rows, cols, seqMax, max, positives, sumHi, sumLo, sqHi, sqLo)
+static napi_value FoldColumnStatisticsJs(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value args[10];
+  int32_t v[2];
+  const int which[] = {1, 2};
+  float *values, *seqMax, *runMax;
+  double *wide[5];  // positives, sumHi, sumLo, sqHi, sqLo
+  size_t lv, lm, lr, lw[5];
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 10 || !intArgs(env, args, which, 2, v) ||
+      v[0] < 0 || v[1] < 0)
+    return throwError(env, "foldColumnStatistics: expected (values, rows, cols, seqMax, max, positives, sumHi, sumLo, sqHi, sqLo)");
+  int typed = typedArrayOf(env, args[0], napi_float32_array, (void **)&values, &lv) &&
+              typedArrayOf(env, args[3], napi_float32_array, (void **)&seqMax, &lm) &&
+              typedArrayOf(env, args[4], napi_float32_array, (void **)&runMax, &lr);
+  for (int i = 0; i < 5; i++) typed = typed && typedArrayOf(env, args[5 + i], napi_float64_array, (void **)&wide[i], &lw[i]);
+  if (!typed)
+    return throwError(env, "foldColumnStatistics: values, seqMax and max must be Float32Arrays, the others Float64Arrays");
+  const size_t cols = v[1];
+  int shortArray = lv < (size_t)v[0] * cols || lm < cols || lr < cols;
+  for (int i = 0; i < 5; i++) shortArray = shortArray || lw[i] < cols;
+  if (shortArray) return throwError(env, "foldColumnStatistics: an array is shorter than its shape");
+#if ELEMENTWISE_X86
+  if (!elementwiseCpuSupported()) return throwError(env, "foldColumnStatistics: this CPU lacks AVX2");
+  double *scratch = malloc((3 * cols + 1) * sizeof(double));
+  if (!scratch) return throwError(env, "foldColumnStatistics: out of memory");
+  foldColumnStatistics(values, v[0], v[1], seqMax, runMax, wide[0], wide[1], wide[2], wide[3], wide[4], scratch);
+  free(scratch);
+  return NULL;
+#else
+  return throwError(env, "foldColumnStatistics: the native kernel needs an x86-64 CPU");
+#endif
+}
+
 void elementwiseRegister(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"causalSoftmax", NULL, CausalSoftmaxJs, NULL, NULL, NULL, napi_default, NULL},
@@ -505,6 +578,7 @@ void elementwiseRegister(napi_env env, napi_value exports) {
     {"layerNorm", NULL, LayerNormJs, NULL, NULL, NULL, napi_default, NULL},
     {"columnStatistics", NULL, ColumnStatisticsJs, NULL, NULL, NULL, napi_default, NULL},
     {"gatherColumns", NULL, GatherColumnsJs, NULL, NULL, NULL, napi_default, NULL},
+    {"foldColumnStatistics", NULL, FoldColumnStatisticsJs, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 5, props);
+  napi_define_properties(env, exports, 6, props);
 }

@@ -71,7 +71,20 @@ export interface Gemm {
   kernels?: EngineKernels;
 }
 
-/** Results equal those of the same-named WebAssembly kernels (ElementwiseKernels) bit for bit. */
+/** Running per-column statistics (see EngineKernels.foldColumnStatistics); every array `cols` long or more. */
+export interface RunningColumnStatistics {
+  max: Float32Array;
+  positives: Float64Array;
+  sumHi: Float64Array;
+  sumLo: Float64Array;
+  sqHi: Float64Array;
+  sqLo: Float64Array;
+}
+
+/**
+ * Results equal those of the same-named WebAssembly kernels (ElementwiseKernels) bit for bit, or of the TypeScript
+ * loops they replace.
+ */
 export interface EngineKernels {
   /** out = gelu_new(x) elementwise (x.length values; out at least as long). */
   geluNew(x: Float32Array, out: Float32Array): void;
@@ -89,6 +102,19 @@ export interface EngineKernels {
   ): void;
   /** Per-column statistics of a row-major [rows × cols] matrix, into `into`'s arrays (each at least `cols` long). */
   columnStatistics(values: Float32Array, rows: number, cols: number, into: ColumnStatistics): void;
+  /**
+   * One sequence's values [rows × cols] folded into running per-column statistics: each column's max into
+   * seqMax, and into `running` its max (a NaN never wins), count of values > 0, and float64 sum and sum of squares
+   * added in 2^-32 fixed point, (whole units, remainder in [0, 2^32)) pairs, so that the order of sequences cannot
+   * change a bit (values rounded half up to a unit; non-finite sums skipped).
+   */
+  foldColumnStatistics(
+    values: Float32Array,
+    rows: number,
+    cols: number,
+    seqMax: Float32Array,
+    running: RunningColumnStatistics,
+  ): void;
   /**
    * Columns `columns` of a row-major [rows × cols] matrix one after another ([columns.length × rows]) into out from
    * outOffset; throws (copying nothing) for a column outside [0, cols).

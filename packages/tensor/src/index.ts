@@ -9,6 +9,7 @@ export {
   type HeadKernels,
   isDeclaredConstant,
   type RowExtremes,
+  type RunningColumnStatistics,
 } from "./gemm.js";
 export {
   ArrayRecycler,

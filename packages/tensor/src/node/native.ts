@@ -107,6 +107,18 @@ interface Addon {
     sumSq: Float64Array,
     positives: Int32Array,
   ): void;
+  foldColumnStatistics(
+    values: Float32Array,
+    rows: number,
+    cols: number,
+    seqMax: Float32Array,
+    max: Float32Array,
+    positives: Float64Array,
+    sumHi: Float64Array,
+    sumLo: Float64Array,
+    sqHi: Float64Array,
+    sqLo: Float64Array,
+  ): void;
   /** −1, or the position in `columns` of a column outside [0, cols) (nothing copied then). */
   gatherColumns(
     values: Float32Array,
@@ -373,6 +385,13 @@ function engineKernels(native: Addon): EngineKernels {
       if (max.length < cols || sum.length < cols || sumSq.length < cols || positives.length < cols)
         throw new RangeError(`columnStatistics: an output holds fewer than ${cols} values`);
       native.columnStatistics(values, rows, cols, max, sum, sumSq, positives);
+    },
+    foldColumnStatistics(values, rows, cols, seqMax, running) {
+      checkMatrix("foldColumnStatistics", values, rows, cols);
+      const { max, positives, sumHi, sumLo, sqHi, sqLo } = running;
+      if ([seqMax, max, positives, sumHi, sumLo, sqHi, sqLo].some((a) => a.length < cols))
+        throw new RangeError(`foldColumnStatistics: an output holds fewer than ${cols} values`);
+      native.foldColumnStatistics(values, rows, cols, seqMax, max, positives, sumHi, sumLo, sqHi, sqLo);
     },
     gatherColumns(values, rows, cols, columns, out, outOffset) {
       checkMatrix("gatherColumns", values, rows, cols);
