@@ -36,7 +36,7 @@ static int headsCpuSupported(void) {
 }
 
 // Query rows per register tile, and key blocks of 8 per tile (4 × 2 accumulators).
-enum { LOGIT_ROWS = 4 };
+enum { LOGIT_ROWS = 6 };
 
 // logits[b,t,u,h] = q[b,t,h,:]·k[b,u,h,:] for u ≤ t, −∞ for u > t. Keys sit in the vector lanes: each head's keys
 // are transposed into kt [Dh][width] (zero past T) so a tile is 4 query rows × 16 keys, one FMA chain per entry.
@@ -77,14 +77,18 @@ AVX2 static void causalLogits(const float *q, const float *k, float *out, int B,
               acc[r][1] = _mm256_fmadd_ps(qv, k1, acc[r][1]);
             }
           }
+          // All rows out with constant indices first: indexing acc by a variable row would keep it in memory,
+          // stored at every step of the loop above.
+          float tile[LOGIT_ROWS][16];
+          for (int r = 0; r < LOGIT_ROWS; r++) {
+            _mm256_storeu_ps(tile[r], acc[r][0]);
+            _mm256_storeu_ps(tile[r] + 8, acc[r][1]);
+          }
           for (int r = 0; r < rows; r++) {
             const int t = t0 + r;
-            float lanes[16];
-            _mm256_storeu_ps(lanes, acc[r][0]);
-            _mm256_storeu_ps(lanes + 8, acc[r][1]);
             const int last = t - u0 < 15 ? t - u0 : 15;
             float *dst = pairs + ((size_t)t * T + u0) * H + h;
-            for (int j = 0; j <= last; j++) dst[(size_t)j * H] = lanes[j];
+            for (int j = 0; j <= last; j++) dst[(size_t)j * H] = tile[r][j];
           }
         }
       }
@@ -135,8 +139,56 @@ AVX2 static void causalMix(const float *probs, const float *v, float *out, int B
 // y = x[r,h,:]·grams[h] (float32 FMA chains over the rows of the gram), then sqrt(Σ y·x) summed in float64 (products
 // of floats are exact there, so only the order of the sum differs from a plain loop's, at float64 rounding): the
 // norm of x[r,h,:]·W[h] when grams[h] = W[h]·W[h]ᵀ. Negative sums (rounding) give 0, NaN stays NaN.
+// x[r,h,:]·grams[h]·x[r,h,:]ᵀ summed as quadraticNorms does, from y (Dh floats).
+AVX2 static inline float normFrom(const float *y, const float *xh, int Dh) {
+  // Four float64 partial sums: one chain would wait on the add latency for every term (as long as y took).
+  __m256d partial = _mm256_setzero_pd();
+  int i = 0;
+  for (; i + 4 <= Dh; i += 4)
+    partial = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(y + i)), _mm256_cvtps_pd(_mm_loadu_ps(xh + i)), partial);
+  double lanes[4];
+  _mm256_storeu_pd(lanes, partial);
+  double sq = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (; i < Dh; i++) sq += (double)y[i] * (double)xh[i];
+  return (float)sqrt(sq < 0 ? 0 : sq);
+}
+
+// Three rows at a time, 32 columns of y per pass (12 accumulators): the gram's rows are loaded once for three
+// products, and twelve independent chains keep both FMA pipes busy (eight, one row at a time, waited on loads).
+AVX2 static void quadraticNorms3(const float *x, const float *grams, float *out, int r, int H, int h, int Dh, float *y) {
+  const float *xr[3];
+  for (int k = 0; k < 3; k++) xr[k] = x + ((size_t)(r + k) * H + h) * Dh;
+  const float *g = grams + (size_t)h * Dh * Dh;
+  for (int j = 0; j < Dh; j += 32) {
+    __m256 acc[3][4];
+    for (int k = 0; k < 3; k++)
+      for (int c = 0; c < 4; c++) acc[k][c] = _mm256_setzero_ps();
+    for (int i = 0; i < Dh; i++) {
+      const float *gi = g + (size_t)i * Dh + j;
+      const __m256 g0 = _mm256_loadu_ps(gi), g1 = _mm256_loadu_ps(gi + 8), g2 = _mm256_loadu_ps(gi + 16),
+                   g3 = _mm256_loadu_ps(gi + 24);
+      for (int k = 0; k < 3; k++) {
+        const __m256 xi = _mm256_broadcast_ss(xr[k] + i);
+        acc[k][0] = _mm256_fmadd_ps(xi, g0, acc[k][0]);
+        acc[k][1] = _mm256_fmadd_ps(xi, g1, acc[k][1]);
+        acc[k][2] = _mm256_fmadd_ps(xi, g2, acc[k][2]);
+        acc[k][3] = _mm256_fmadd_ps(xi, g3, acc[k][3]);
+      }
+    }
+    for (int k = 0; k < 3; k++)
+      for (int c = 0; c < 4; c++) _mm256_storeu_ps(y + (size_t)k * Dh + j + 8 * c, acc[k][c]);
+  }
+  for (int k = 0; k < 3; k++) out[(size_t)(r + k) * H + h] = normFrom(y + (size_t)k * Dh, xr[k], Dh);
+}
+
 AVX2 static void quadraticNorms(const float *x, const float *grams, float *out, int R, int H, int Dh, float *y) {
-  for (int r = 0; r < R; r++) {
+  int r0 = 0;
+  if (Dh % 32 == 0) {
+    for (int h = 0; h < H; h++)
+      for (int r = 0; r + 3 <= R; r += 3) quadraticNorms3(x, grams, out, r, H, h, Dh, y);
+    r0 = R / 3 * 3;
+  }
+  for (int r = r0; r < R; r++) {
     for (int h = 0; h < H; h++) {
       const float *xh = x + ((size_t)r * H + h) * Dh;
       const float *g = grams + (size_t)h * Dh * Dh;
@@ -162,16 +214,7 @@ AVX2 static void quadraticNorms(const float *x, const float *grams, float *out, 
         for (int i = 0; i < Dh; i++) acc = fmaf(xh[i], g[(size_t)i * Dh + j], acc);
         y[j] = acc;
       }
-      // Four float64 partial sums: one chain would wait on the add latency for every term (as long as y took).
-      __m256d partial = _mm256_setzero_pd();
-      int i = 0;
-      for (; i + 4 <= Dh; i += 4)
-        partial = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(y + i)), _mm256_cvtps_pd(_mm_loadu_ps(xh + i)), partial);
-      double lanes[4];
-      _mm256_storeu_pd(lanes, partial);
-      double sq = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-      for (; i < Dh; i++) sq += (double)y[i] * (double)xh[i];
-      out[(size_t)r * H + h] = (float)sqrt(sq < 0 ? 0 : sq);
+      out[(size_t)r * H + h] = normFrom(y, xh, Dh);
     }
   }
 }
@@ -261,7 +304,7 @@ static napi_value QuadraticNormsJs(napi_env env, napi_callback_info info) {
     return throwError(env, "quadraticNorms: an array is shorter than its shape");
 #if HEADS_X86
   if (!headsCpuSupported()) return throwError(env, "quadraticNorms: this CPU lacks AVX2 and FMA");
-  float *y = malloc(Dh * sizeof(float));
+  float *y = malloc(3 * Dh * sizeof(float));
   if (!y) return throwError(env, "quadraticNorms: out of memory");
   quadraticNorms(x, grams, out, v[0], v[1], v[2], y);
   free(y);
