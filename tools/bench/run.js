@@ -2,6 +2,7 @@
 // Benchmarks import the built packages, so run `npm run build` first.
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { benchCollate } from "./collate.mjs";
 import { benchGemm } from "./gemm.mjs";
 import { benchModel, benchRequestAgain } from "./model.mjs";
@@ -38,10 +39,26 @@ async function benchTorch(file, threads) {
     .map((line) => JSON.parse(line));
 }
 
+// `--suite N` runs suite N alone and prints its result lines (the runner's child processes).
+const suiteArg = process.argv.indexOf("--suite");
+if (suiteArg >= 0) {
+  const [, run] = suites[Number(process.argv[suiteArg + 1])];
+  for (const result of await run()) console.log(JSON.stringify(result));
+  process.exit(0);
+}
+
+// Each suite runs in a fresh process: what one leaves behind (models not yet collected, whose prepacked weight
+// copies count against the GEMM's prepack budget; a grown heap) must not slow the next.
 const all = new Map();
-for (const [name, run] of suites) {
+for (const [index, [name]] of suites.entries()) {
   if (!jsonOnly) console.log(`# ${name}`);
-  for (const result of await run()) {
+  const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), "--suite", String(index)], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  for (const line of out.split("\n").filter((l) => l.startsWith("{"))) {
+    const result = JSON.parse(line);
     all.set(result.bench, result);
     console.log(JSON.stringify(result));
   }

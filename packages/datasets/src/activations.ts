@@ -217,12 +217,13 @@ export class ActivationExtractor {
       }
     }
     const out = jobArrayUnzeroed(((T * (T + 1)) / 2) * H);
-    let p = 0;
+    // Query t's pairs (u ≤ t, every head) are (t + 1)·H values in a row, in probs, norms and out alike.
+    let o = 0;
     for (let t = 0; t < T; t++) {
-      for (let u = 0; u <= t; u++, p++) {
-        const a = (t * T + u) * H;
-        for (let h = 0; h < H; h++) out[p * H + h] = probs[a + h] * norms[u * H + h];
-      }
+      const a = t * T * H;
+      const n = (t + 1) * H;
+      for (let i = 0; i < n; i++) out[o + i] = probs[a + i] * norms[i];
+      o += n;
     }
     return out;
   }
