@@ -47,8 +47,9 @@ if (suiteArg >= 0) {
   process.exit(0);
 }
 
-// Each suite runs in a fresh process: what one leaves behind (models not yet collected, whose prepacked weight
-// copies count against the GEMM's prepack budget; a grown heap) must not slow the next.
+// Each suite runs in a fresh process, so that what one leaves behind cannot slow the next: models not yet
+// collected keep their prepacked weight copies (~650 MB after the model suite), which count against the GEMM's
+// prepack budget, and the heap stays grown.
 const all = new Map();
 for (const [index, [name]] of suites.entries()) {
   if (!jsonOnly) console.log(`# ${name}`);
