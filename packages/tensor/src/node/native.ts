@@ -14,7 +14,11 @@ import {
 } from "../gemm.js";
 import { DEFAULT_MIN_FLOPS } from "./threaded.js";
 
-interface Addon {
+/**
+ * The addon's functions. Those of the attention kernels, geluNew and layerNorm take exactly the arguments of
+ * HeadKernels and EngineKernels (after the checks in headKernels and engineKernels).
+ */
+interface Addon extends HeadKernels, Pick<EngineKernels, "geluNew" | "layerNorm"> {
   /** transB: 0 for B [k×n], 1 for Bt [n×k], 2 for op(B) as prepack wrote it. */
   gemm(
     transA: number,
@@ -53,51 +57,6 @@ interface Addon {
     skip: Uint8Array | null,
     threads: number,
   ): RowExtremes | null;
-  causalLogits(
-    q: Float32Array,
-    k: Float32Array,
-    out: Float32Array,
-    sequences: number,
-    tokens: number,
-    heads: number,
-    headDim: number,
-  ): void;
-  causalMix(
-    probs: Float32Array,
-    v: Float32Array,
-    out: Float32Array,
-    sequences: number,
-    tokens: number,
-    heads: number,
-    headDim: number,
-  ): void;
-  quadraticNorms(
-    x: Float32Array,
-    grams: Float32Array,
-    out: Float32Array,
-    rows: number,
-    heads: number,
-    headDim: number,
-  ): void;
-  causalSoftmax(
-    logits: Float32Array,
-    probs: Float32Array,
-    sequences: number,
-    tokens: number,
-    heads: number,
-  ): void;
-  geluNew(x: Float32Array, y: Float32Array): void;
-  layerNorm(
-    x: Float32Array,
-    gain: Float32Array,
-    bias: Float32Array,
-    rows: number,
-    dim: number,
-    eps: number,
-    out: Float32Array,
-    normalized: Float32Array,
-    scale: Float32Array,
-  ): void;
   columnStatistics(
     values: Float32Array,
     rows: number,
