@@ -175,7 +175,7 @@ describe.runIf(nativeGemmStatus().available)("on the native engine's kernels", (
       expect(defaultGemm().kernels).toBeDefined();
       const native = run();
       expect(native.kept).toEqual(wasm.kept);
-      native.stats.forEach((values, i) => expect([...values]).toEqual([...wasm.stats[i]]));
+      for (const [i, values] of native.stats.entries()) expect([...values]).toEqual([...wasm.stats[i]]);
     } finally {
       setDefaultGemm(null);
     }
