@@ -7,7 +7,13 @@
  * - sums are folded per sequence into a 2^-32 fixed-point integer held in two doubles, so adding them is exact and
  *   the order of sequences (or shards) cannot change a bit.
  */
-import { type ColumnStatistics, defaultGemm, wasmArrayStore, wasmElementwise } from "@tdb/tensor";
+import {
+  type ColumnStatistics,
+  defaultGemm,
+  type RunningColumnStatistics,
+  wasmArrayStore,
+  wasmElementwise,
+} from "@tdb/tensor";
 import { type GroupSpec, KIND_ID, positionsPerSequence } from "./components.js";
 
 /** Size of one chunk of pending values (see GroupAccumulator.arena). */
@@ -192,16 +198,13 @@ export class SlotSet {
   }
 }
 
-/** Statistics of every component of a group; sums are exact fixed-point (see the module comment). */
-export interface GroupStatistics {
+/**
+ * Statistics of every component of a group: max, count of positive values, and sums and sums of squares in exact
+ * fixed point (see the module comment) as (whole units, remainder) pairs — the engine kernels' running statistics.
+ */
+export interface GroupStatistics extends RunningColumnStatistics {
   /** Values observed per component (tokens, or token pairs for heads). */
   count: number;
-  max: Float32Array;
-  positives: Float64Array;
-  sumHi: Float64Array;
-  sumLo: Float64Array;
-  sqHi: Float64Array;
-  sqLo: Float64Array;
 }
 
 export function emptyStatistics(size: number): GroupStatistics {
