@@ -196,6 +196,17 @@ export function isDeclaredConstant(array: Float32Array): boolean {
   return constantOperands.has(array);
 }
 
+/**
+ * Throws unless `values` holds a row-major [rows × cols] matrix whose size fits an int32 (the kernels' indices), for
+ * every engine's kernels.
+ */
+export function checkMatrix(kernel: string, values: Float32Array, rows: number, cols: number): void {
+  if (!(Number.isInteger(rows) && Number.isInteger(cols) && rows >= 0 && cols >= 0 && rows * cols < 2 ** 31))
+    throw new RangeError(`${kernel}: ${rows} × ${cols} is not a matrix shape`);
+  if (values.length < rows * cols)
+    throw new RangeError(`${kernel}: ${values.length} values cannot be ${rows} × ${cols}`);
+}
+
 function checkDim(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 0)
     throw new RangeError(`gemm: ${name} must be a non-negative integer`);

@@ -1,5 +1,5 @@
 import { decodeBase64 } from "./base64.js";
-import { type Gemm, gemmFromOp } from "./gemm.js";
+import { checkMatrix, type Gemm, gemmFromOp } from "./gemm.js";
 import { gemmWasmBase64 } from "./gemm-wasm.generated.js";
 import { ArrayRecycler, type ArrayStore, jobArrayUnzeroed } from "./recycle.js";
 
@@ -485,18 +485,6 @@ export interface ElementwiseKernels {
     dim: number,
     scale: number,
   ): { q: Float32Array; k: Float32Array; v: Float32Array };
-}
-
-/** Throws unless `values` holds a row-major [rows × cols] matrix. */
-function checkMatrix(kernel: string, values: Float32Array, rows: number, cols: number): void {
-  if (
-    !Number.isInteger(rows) ||
-    !Number.isInteger(cols) ||
-    rows < 0 ||
-    cols < 0 ||
-    values.length < rows * cols
-  )
-    throw new RangeError(`${kernel}: ${values.length} values cannot be ${rows} × ${cols}`);
 }
 
 let elementwise: ElementwiseKernels | null | undefined;

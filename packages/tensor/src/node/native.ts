@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import {
+  checkMatrix,
   type EngineKernels,
   type Gemm,
   gemmFromOp,
@@ -310,14 +311,6 @@ function screenedExtremes(
 
 /** Elementwise kernels (native/elementwise.c, the WebAssembly kernels' operations at 4 to 8 lanes). */
 function engineKernels(native: Addon): EngineKernels {
-  const checkMatrix = (kernel: string, values: Float32Array, rows: number, cols: number) => {
-    if (
-      !(Number.isInteger(rows) && Number.isInteger(cols) && rows >= 0 && cols >= 0 && rows * cols < 2 ** 31)
-    )
-      throw new RangeError(`${kernel}: ${rows} × ${cols} is not a matrix shape`);
-    if (values.length < rows * cols)
-      throw new RangeError(`${kernel}: ${values.length} values cannot be ${rows} × ${cols}`);
-  };
   return {
     geluNew(x, out) {
       if (out.length < x.length)
