@@ -399,8 +399,7 @@ export class GroupAccumulator {
     const n = this.size;
     const E = this.entriesPerChunk;
     // The engine's gathering kernel where it has one, else WebAssembly's (the same copy), else the loop.
-    const native = defaultGemm().kernels;
-    const kernels = native ? null : wasmElementwise();
+    const kernels = defaultGemm().kernels ?? wasmElementwise();
     let j = 0;
     while (j < count) {
       const entry = this.arenaEntries;
@@ -409,8 +408,7 @@ export class GroupAccumulator {
       const out = this.arena[chunk];
       const first = entry - chunk * E;
       const take = Math.min(count - j, E - first);
-      if (native) native.gatherColumns(values, P, n, columns.subarray(j, j + take), out, first * P);
-      else if (kernels) kernels.gatherColumns(values, P, n, columns.subarray(j, j + take), out, first * P);
+      if (kernels) kernels.gatherColumns(values, P, n, columns.subarray(j, j + take), out, first * P);
       else {
         for (let i = 0; i < take; i++) {
           const c = columns[j + i];

@@ -469,37 +469,6 @@ static napi_value LayerNormJs(napi_env env, napi_callback_info info) {
 #endif
 }
 
-// columnStatistics(values, rows, cols, max, sum, sumSq, positives)
-static napi_value ColumnStatisticsJs(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value args[7];
-  int32_t v[2];
-  const int which[] = {1, 2};
-  float *values, *max;
-  double *sum, *sumSq;
-  int32_t *positives;
-  size_t lv, lm, ls, lq, lp;
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 7 || !intArgs(env, args, which, 2, v) ||
-      v[0] < 0 || v[1] < 0)
-    return throwError(env, "columnStatistics: expected (values, rows, cols, max, sum, sumSq, positives)");
-  if (!typedArrayOf(env, args[0], napi_float32_array, (void **)&values, &lv) ||
-      !typedArrayOf(env, args[3], napi_float32_array, (void **)&max, &lm) ||
-      !typedArrayOf(env, args[4], napi_float64_array, (void **)&sum, &ls) ||
-      !typedArrayOf(env, args[5], napi_float64_array, (void **)&sumSq, &lq) ||
-      !typedArrayOf(env, args[6], napi_int32_array, (void **)&positives, &lp))
-    return throwError(env, "columnStatistics: values and max must be Float32Arrays, sum and sumSq Float64Arrays, positives an Int32Array");
-  const size_t cols = v[1];
-  if (lv < (size_t)v[0] * cols || lm < cols || ls < cols || lq < cols || lp < cols)
-    return throwError(env, "columnStatistics: an array is shorter than its shape");
-#if ELEMENTWISE_X86
-  if (!elementwiseCpuSupported()) return throwError(env, "columnStatistics: this CPU lacks AVX2");
-  columnStatistics(values, v[0], v[1], max, sum, sumSq, positives);
-  return NULL;
-#else
-  return throwError(env, "columnStatistics: the native kernel needs an x86-64 CPU");
-#endif
-}
-
 // gatherColumns(values, rows, cols, columns, out, outOffset): returns −1, or the position in `columns` of a column
 // outside [0, cols) (then nothing is copied).
 static napi_value GatherColumnsJs(napi_env env, napi_callback_info info) {
@@ -576,9 +545,8 @@ void elementwiseRegister(napi_env env, napi_value exports) {
     {"causalSoftmax", NULL, CausalSoftmaxJs, NULL, NULL, NULL, napi_default, NULL},
     {"geluNew", NULL, GeluNewJs, NULL, NULL, NULL, napi_default, NULL},
     {"layerNorm", NULL, LayerNormJs, NULL, NULL, NULL, napi_default, NULL},
-    {"columnStatistics", NULL, ColumnStatisticsJs, NULL, NULL, NULL, napi_default, NULL},
     {"gatherColumns", NULL, GatherColumnsJs, NULL, NULL, NULL, napi_default, NULL},
     {"foldColumnStatistics", NULL, FoldColumnStatisticsJs, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 6, props);
+  napi_define_properties(env, exports, 5, props);
 }

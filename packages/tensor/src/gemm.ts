@@ -1,4 +1,4 @@
-import type { ColumnStatistics } from "./wasm.js";
+import type { ElementwiseKernels } from "./wasm.js";
 
 /**
  * Candidates for the largest and smallest entries of each row of a product, each with its exact value (see
@@ -85,7 +85,7 @@ export interface RunningColumnStatistics {
  * Results equal those of the same-named WebAssembly kernels (ElementwiseKernels) bit for bit, or of the TypeScript
  * loops they replace.
  */
-export interface EngineKernels {
+export interface EngineKernels extends Pick<ElementwiseKernels, "gatherColumns"> {
   /** out = gelu_new(x) elementwise (x.length values; out at least as long). */
   geluNew(x: Float32Array, out: Float32Array): void;
   /** LayerNorm of `rows` rows of x [rows × dim] into out and normalized [rows × dim] and scale [rows]. */
@@ -100,11 +100,9 @@ export interface EngineKernels {
     normalized: Float32Array,
     scale: Float32Array,
   ): void;
-  /** Per-column statistics of a row-major [rows × cols] matrix, into `into`'s arrays (each at least `cols` long). */
-  columnStatistics(values: Float32Array, rows: number, cols: number, into: ColumnStatistics): void;
   /**
-   * One sequence's values [rows × cols] folded into running per-column statistics: each column's max into
-   * seqMax, and into `running` its max (a NaN never wins), count of values > 0, and float64 sum and sum of squares
+   * One sequence's values [rows × cols] folded into running per-column statistics (the WebAssembly
+   * columnStatistics, then the folds): each column's max into seqMax, and into `running` its max (a NaN never wins), count of values > 0, and float64 sum and sum of squares
    * added in 2^-32 fixed point, (whole units, remainder in [0, 2^32)) pairs, so that the order of sequences cannot
    * change a bit (values rounded half up to a unit; non-finite sums skipped).
    */
@@ -114,18 +112,6 @@ export interface EngineKernels {
     cols: number,
     seqMax: Float32Array,
     running: RunningColumnStatistics,
-  ): void;
-  /**
-   * Columns `columns` of a row-major [rows × cols] matrix one after another ([columns.length × rows]) into out from
-   * outOffset; throws (copying nothing) for a column outside [0, cols).
-   */
-  gatherColumns(
-    values: Float32Array,
-    rows: number,
-    cols: number,
-    columns: Int32Array,
-    out: Float32Array,
-    outOffset: number,
   ): void;
 }
 

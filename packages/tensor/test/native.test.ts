@@ -428,7 +428,7 @@ describe.skipIf(!status.available)(
     });
 
     it.runIf(kernels !== null)(
-      "columnStatistics with NaN, ±∞ and −0, at 16-column blocks and odd widths",
+      "foldColumnStatistics: the WebAssembly columnStatistics' maxima and counts, its sums in fixed point, with NaN, ±∞ and −0, at 16-column blocks and odd widths",
       () => {
         for (const [rows, cols] of [
           [64, 48],
@@ -439,25 +439,42 @@ describe.skipIf(!status.available)(
           values.set([Number.NaN, Number.POSITIVE_INFINITY, -0, Number.NEGATIVE_INFINITY], 1);
           values[cols + 1] = 3;
           const want = kernels!.columnStatistics(values, rows, cols);
-          const got = {
-            max: new Float32Array(cols),
-            sum: new Float64Array(cols),
-            sumSq: new Float64Array(cols),
-            positives: new Int32Array(cols),
+          const seqMax = new Float32Array(cols);
+          const running = {
+            max: new Float32Array(cols).fill(Number.NEGATIVE_INFINITY),
+            positives: new Float64Array(cols),
+            sumHi: new Float64Array(cols),
+            sumLo: new Float64Array(cols),
+            sqHi: new Float64Array(cols),
+            sqLo: new Float64Array(cols),
           };
-          native().columnStatistics(values, rows, cols, got);
-          same(got.max, want.max);
-          same(got.sum, want.sum);
-          same(got.sumSq, want.sumSq);
-          same(got.positives, want.positives);
+          native().foldColumnStatistics(values, rows, cols, seqMax, running);
+          same(seqMax, want.max);
+          same(running.max, want.max);
+          same(running.positives, want.positives);
+          for (let c = 0; c < cols; c++) {
+            // Whole units and a remainder in [0, 2^32): the sum to the nearest 2^-32; non-finite sums are skipped.
+            for (const [hi, lo, sum] of [
+              [running.sumHi[c], running.sumLo[c], want.sum[c]],
+              [running.sqHi[c], running.sqLo[c], want.sumSq[c]],
+            ]) {
+              expect(lo >= 0 && lo < 2 ** 32 && Number.isInteger(lo) && Number.isInteger(hi)).toBe(true);
+              if (Number.isFinite(sum))
+                expect(Math.abs(hi + lo / 2 ** 32 - sum)).toBeLessThanOrEqual(2 ** -32);
+              else expect([hi, lo]).toEqual([0, 0]);
+            }
+          }
         }
+        const running = {
+          max: new Float32Array(3),
+          positives: new Float64Array(3),
+          sumHi: new Float64Array(2),
+          sumLo: new Float64Array(3),
+          sqHi: new Float64Array(3),
+          sqLo: new Float64Array(3),
+        };
         expect(() =>
-          native().columnStatistics(new Float32Array(6), 2, 3, {
-            max: new Float32Array(3),
-            sum: new Float64Array(2),
-            sumSq: new Float64Array(3),
-            positives: new Int32Array(3),
-          }),
+          native().foldColumnStatistics(new Float32Array(6), 2, 3, new Float32Array(3), running),
         ).toThrow(/fewer than 3 values/);
       },
     );

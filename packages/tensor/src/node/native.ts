@@ -58,15 +58,6 @@ interface Addon extends HeadKernels, Pick<EngineKernels, "geluNew" | "layerNorm"
     skip: Uint8Array | null,
     threads: number,
   ): RowExtremes | null;
-  columnStatistics(
-    values: Float32Array,
-    rows: number,
-    cols: number,
-    max: Float32Array,
-    sum: Float64Array,
-    sumSq: Float64Array,
-    positives: Int32Array,
-  ): void;
   foldColumnStatistics(
     values: Float32Array,
     rows: number,
@@ -330,13 +321,6 @@ function engineKernels(native: Addon): EngineKernels {
       )
         throw new RangeError(`layerNorm: operands too short for ${rows} × ${dim}`);
       native.layerNorm(x, gain, bias, rows, dim, eps, out, normalized, scale);
-    },
-    columnStatistics(values, rows, cols, into) {
-      checkMatrix("columnStatistics", values, rows, cols);
-      const { max, sum, sumSq, positives } = into;
-      if (max.length < cols || sum.length < cols || sumSq.length < cols || positives.length < cols)
-        throw new RangeError(`columnStatistics: an output holds fewer than ${cols} values`);
-      native.columnStatistics(values, rows, cols, max, sum, sumSq, positives);
     },
     foldColumnStatistics(values, rows, cols, seqMax, running) {
       checkMatrix("foldColumnStatistics", values, rows, cols);
