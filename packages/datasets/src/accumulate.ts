@@ -316,12 +316,8 @@ export class GroupAccumulator {
   /** Keys are sample hashes. */
   readonly random: SlotSet;
   private readonly hashBase: Uint32Array;
-  private readonly seqMax: Float32Array;
-  private readonly seqSum: Float64Array;
-  private readonly seqSq: Float64Array;
-  private readonly seqPositives: Float64Array;
-  /** The statistics kernel's results for the sequence being observed (scratch for observe). */
-  private kernelStatistics: ColumnStatistics | null = null;
+  /** Per-column statistics of the sequence being observed (scratch for observe). */
+  private readonly sequence: ColumnStatistics;
   /** Components accepted by the sequence being observed (scratch for observe). */
   private readonly accepted: Int32Array;
   /**
@@ -350,10 +346,12 @@ export class GroupAccumulator {
     this.random = new SlotSet(n, randomCount);
     this.hashBase = new Uint32Array(n);
     for (let i = 0; i < n; i++) this.hashBase[i] = componentHashBase(seed, KIND_ID[spec.kind], spec.layer, i);
-    this.seqMax = new Float32Array(n);
-    this.seqSum = new Float64Array(n);
-    this.seqSq = new Float64Array(n);
-    this.seqPositives = new Float64Array(n);
+    this.sequence = {
+      max: new Float32Array(n),
+      sum: new Float64Array(n),
+      sumSq: new Float64Array(n),
+      positives: new Int32Array(n),
+    };
     this.accepted = new Int32Array(n);
     this.entriesPerChunk = Math.max(1, Math.floor(arenaChunkBytes / 4 / this.positions));
     arenaReclaimer.register(this, this.arena, this);
@@ -425,27 +423,11 @@ export class GroupAccumulator {
   private foldStatistics(values: Float32Array): void {
     const n = this.size;
     const P = this.positions;
-    let smax = this.seqMax;
-    let ssum = this.seqSum;
-    let ssq = this.seqSq;
-    let spos: Float64Array | Int32Array = this.seqPositives;
+    const { max: smax, sum: ssum, sumSq: ssq, positives: spos } = this.sequence;
     const kernels = wasmElementwise();
-    if (kernels) {
-      // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8).
-      this.kernelStatistics ??= {
-        max: new Float32Array(n),
-        sum: new Float64Array(n),
-        sumSq: new Float64Array(n),
-        positives: new Int32Array(n),
-      };
-      ({
-        max: smax,
-        sum: ssum,
-        sumSq: ssq,
-        positives: spos,
-      } = kernels.columnStatistics(values, P, n, this.kernelStatistics));
-      this.seqMax.set(smax);
-    } else {
+    // The same sums in the same order as the loop below, as a SIMD kernel (the loop is ~10 ns per value on V8).
+    if (kernels) kernels.columnStatistics(values, P, n, this.sequence);
+    else {
       smax.fill(Number.NEGATIVE_INFINITY);
       ssum.fill(0);
       ssq.fill(0);
@@ -481,7 +463,7 @@ export class GroupAccumulator {
     }
     const st = this.stats;
     st.count += P;
-    const smax = this.seqMax;
+    const smax = this.sequence.max;
     const native = defaultGemm().kernels;
     // Maxima, counts and sums of this sequence folded into the running statistics (see addFixed): the engine's
     // kernel where it has one (the same bits), else here.
