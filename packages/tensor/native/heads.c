@@ -3,9 +3,9 @@
 // cost a copy of each head's block in and out and a call each (36 per layer of GPT-2 small), several times their
 // arithmetic at T = 64.
 //
-// Each output element is one fused multiply-add chain from zero in the order a GEMM would take (over Dh for
-// logits and quadratic forms, over keys for the mix), so the values equal the native GEMM's per-head products bit
-// for bit.
+// Each product is one fused multiply-add chain from zero in the order a GEMM would take (over Dh for logits and
+// for the quadratic forms' x·G, over keys for the mix), so logits and mix equal the native GEMM's per-head products
+// bit for bit where it takes its packed path (GPT-2 small's shape: a test checks it).
 #include "heads.h"
 
 #include "napi-args.h"
@@ -35,11 +35,12 @@ static int headsCpuSupported(void) {
   return known;
 }
 
-// Query rows per register tile, and key blocks of 8 per tile (4 × 2 accumulators).
+// Query rows per register tile; each tile covers 16 keys (6 × 2 accumulators of 8 lanes).
 enum { LOGIT_ROWS = 6 };
 
 // logits[b,t,u,h] = q[b,t,h,:]·k[b,u,h,:] for u ≤ t, −∞ for u > t. Keys sit in the vector lanes: each head's keys
-// are transposed into kt [Dh][width] (zero past T) so a tile is 4 query rows × 16 keys, one FMA chain per entry.
+// are transposed into kt [Dh][width] (zero past T) so a tile is LOGIT_ROWS query rows × 16 keys, one FMA chain per
+// entry.
 AVX2 static void causalLogits(const float *q, const float *k, float *out, int B, int T, int H, int Dh, float *kt,
                               int width) {
   const size_t rowStride = (size_t)H * Dh;
